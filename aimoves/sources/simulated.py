@@ -1,0 +1,167 @@
+"""A deterministic, seeded offline market for the demo, the tests and the benchmark.
+
+Daily returns follow a factor model: a global AI factor, a market factor, a (market, sector)
+factor and fat-tailed (Student-t, 4 d.o.f.) idiosyncratic noise. Every series starts at a fixed
+epoch and is drawn from generators seeded by (seed, symbol), so a symbol's bar on a date is the
+same whatever range or universe asked for it. Sessions come from each exchange's real calendar.
+
+On the shock day (default 2025-01-27, DeepSeek R1) US semiconductors fall sharply, the rest of US
+AI falls less, and HK/CN AI names rally; HK/CN keep a drift up for the next sessions.
+
+`inject_defects=True` adds, for the first stock of each market in the window: a negative price, an
+identical duplicate row, a bar on an exchange holiday, a 100x unit glitch and a zero-volume bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from aimoves.calendars import sessions
+from aimoves.markets import MARKET_INFO
+from aimoves.sources.base import PriceBatch, PriceRequest, RawPayload, missing_symbols
+
+EPOCH = date(2005, 1, 3)
+DEFAULT_SEED = 20250127
+DEFAULT_SHOCK = date(2025, 1, 27)
+
+# Shock-day sector moves per market (added to the factor return), then a daily drift for 5 sessions.
+SHOCK = {
+    "US": {"semiconductors": -0.15, "hardware": -0.09, "cloud": -0.04, "ai_software": -0.03, "internet_platforms": -0.02},
+    "HK": {"semiconductors": 0.07, "hardware": 0.03, "cloud": 0.12, "ai_software": 0.08, "internet_platforms": 0.05},
+    "CN": {"semiconductors": 0.05, "hardware": 0.03, "cloud": 0.06, "ai_software": 0.07, "internet_platforms": 0.04},
+}
+AFTERMATH_DRIFT = {"US": -0.002, "HK": 0.012, "CN": 0.006}
+AFTERMATH_SESSIONS = 5
+
+
+def _rng(*key: object) -> np.random.Generator:
+    digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+@dataclass(frozen=True)
+class SimulatedSource:
+    """Prices for any symbol, labelled `simulated`; `sectors` maps symbol → sector (unknown: 'ai_software')."""
+
+    sectors: dict[str, str]
+    seed: int = DEFAULT_SEED
+    shock_date: date | None = DEFAULT_SHOCK
+    inject_defects: bool = False
+    name: str = "simulated"
+
+    def fetch_prices(self, request: PriceRequest) -> PriceBatch:
+        bars = simulate_bars(request, self.sectors, self.seed, self.shock_date)
+        if self.inject_defects and len(bars):
+            bars = _inject_defects(bars, request)
+        table = pa.Table.from_pandas(bars, preserve_index=False)
+        return PriceBatch(
+            source=self.name,
+            request=request,
+            bars=bars,
+            payloads=[RawPayload(f"{request.market}.parquet", "table", table)],
+            failures=missing_symbols(request, bars, []),
+        )
+
+
+def _factor(key: tuple, n: int, vol: float) -> np.ndarray:
+    return _rng(*key).standard_t(5, size=n) * vol * np.sqrt(3 / 5)
+
+
+def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, shock_date: date | None) -> pd.DataFrame:
+    """Yahoo-long-form bars for `request`, from the seeded factor model."""
+    market = request.market
+    if request.end < EPOCH:
+        return pd.DataFrame(columns=["Date", "Ticker", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
+    cal = sessions(market, EPOCH, request.end)
+    days = cal.dates
+    n = len(days)
+    keep = days >= pd.Timestamp(request.start)
+    global_f = _factor((seed, "global"), n, 0.008)
+    market_f = _factor((seed, "market", market), n, 0.009)
+
+    shock_idx = None
+    if shock_date is not None:
+        after = np.flatnonzero(days >= pd.Timestamp(shock_date))
+        shock_idx = int(after[0]) if len(after) else None
+
+    frames = []
+    sector_cache: dict[str, np.ndarray] = {}
+    for symbol in request.symbols:
+        is_index = symbol.startswith("^") or symbol == "000300.SS"
+        sector = sectors.get(symbol, "ai_software")
+        if sector not in sector_cache:
+            sf = _factor((seed, "sector", market, sector), n, 0.011)
+            if shock_idx is not None:
+                sf = sf.copy()
+                sf[shock_idx] += SHOCK[market].get(sector, 0.0)
+                sf[shock_idx + 1 : shock_idx + 1 + AFTERMATH_SESSIONS] += AFTERMATH_DRIFT[market]
+            sector_cache[sector] = sf
+        rng = _rng(seed, "stock", symbol)
+        beta_m, beta_s = rng.uniform(0.7, 1.3), rng.uniform(0.5, 1.2)
+        p0 = rng.uniform(5, 400)
+        idio = rng.standard_t(4, size=n) * rng.uniform(0.008, 0.025) / np.sqrt(2)
+        if is_index:
+            ret = global_f * 0.6 + market_f
+            if shock_idx is not None:
+                ret[shock_idx] += float(np.mean(list(SHOCK[market].values()))) * 0.3
+        else:
+            ret = 0.0003 + global_f + beta_m * market_f + beta_s * sector_cache[sector] + idio
+        ret = np.clip(ret, -0.6, 1.5)
+        close = p0 * np.cumprod(1 + ret)
+        prev = np.r_[p0, close[:-1]]
+        open_ = prev * (1 + rng.normal(0, 0.004, n))
+        span = np.abs(rng.normal(0, 0.008, n))
+        high = np.maximum(open_, close) * (1 + span)
+        low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.008, n)))
+        volume = np.round(rng.lognormal(15, 0.5, n) * (1 + 5 * np.abs(ret))).astype("int64")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "Date": days[keep],
+                    "Ticker": symbol,
+                    "Open": open_[keep].round(4),
+                    "High": high[keep].round(4),
+                    "Low": low[keep].round(4),
+                    "Close": close[keep].round(4),
+                    "Adj Close": close[keep].round(4),
+                    "Volume": volume[keep],
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=["Date", "Ticker", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _inject_defects(bars: pd.DataFrame, request: PriceRequest) -> pd.DataFrame:
+    """Deterministic defects on the first symbol of the request (see module docstring)."""
+    symbol = request.symbols[0]
+    rows = bars.index[bars["Ticker"] == symbol]
+    if len(rows) < 8:
+        return bars
+    bars = bars.copy()
+    r_neg, r_dup, r_glitch, r_zero = rows[2], rows[3], rows[5], rows[6]
+    bars.loc[r_neg, "Low"] = -abs(bars.loc[r_neg, "Low"])
+    bars.loc[r_glitch, ["Open", "High", "Low", "Close", "Adj Close"]] *= 100
+    bars.loc[r_zero, "Volume"] = 0
+    extra = [bars.loc[[r_dup]]]
+    # A bar on the first weekday in the window that is not a session (a holiday).
+    s = sessions(request.market, request.start, request.end)
+    weekdays = pd.bdate_range(request.start, request.end)
+    holidays = weekdays[~weekdays.isin(s.dates)]
+    if len(holidays):
+        bar = bars.loc[[rows[0]]].copy()
+        bar["Date"] = holidays[0]
+        extra.append(bar)
+    out = pd.concat([bars, *extra], ignore_index=True)
+    return out.sort_values(["Ticker", "Date"], kind="stable").reset_index(drop=True)
+
+
+def currency_of(market: str) -> str:
+    return MARKET_INFO[market].currency
