@@ -9,7 +9,8 @@ On the shock day (default 2025-01-27, DeepSeek R1) US semiconductors fall sharpl
 AI falls less, and HK/CN AI names rally; HK/CN keep a drift up for the next sessions.
 
 `inject_defects=True` adds, for the first stock of each market in the window: a negative price, an
-identical duplicate row, a bar on an exchange holiday, a 100x unit glitch and a zero-volume bar.
+identical duplicate row, a 100x unit glitch and a zero-volume bar among its last 10 sessions, and a bar
+on an exchange holiday when the window's last weeks hold one.
 """
 
 from __future__ import annotations
@@ -140,24 +141,24 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
 
 
 def _inject_defects(bars: pd.DataFrame, request: PriceRequest) -> pd.DataFrame:
-    """Deterministic defects on the first symbol of the request (see module docstring)."""
+    """Deterministic defects on the first symbol of the request, in its last sessions."""
     symbol = request.symbols[0]
     rows = bars.index[bars["Ticker"] == symbol]
-    if len(rows) < 8:
+    if len(rows) < 12:
         return bars
     bars = bars.copy()
-    r_neg, r_dup, r_glitch, r_zero = rows[2], rows[3], rows[5], rows[6]
+    r_neg, r_dup, r_glitch, r_zero = rows[-9], rows[-7], rows[-5], rows[-3]
     bars.loc[r_neg, "Low"] = -abs(bars.loc[r_neg, "Low"])
     bars.loc[r_glitch, ["Open", "High", "Low", "Close", "Adj Close"]] *= 100
     bars.loc[r_zero, "Volume"] = 0
     extra = [bars.loc[[r_dup]]]
-    # A bar on the first weekday in the window that is not a session (a holiday).
+    # A bar on the last weekday of the window that is not a session (a holiday).
     s = sessions(request.market, request.start, request.end)
-    weekdays = pd.bdate_range(request.start, request.end)
+    weekdays = pd.bdate_range(bars.loc[rows[-12], "Date"], request.end)
     holidays = weekdays[~weekdays.isin(s.dates)]
     if len(holidays):
-        bar = bars.loc[[rows[0]]].copy()
-        bar["Date"] = holidays[0]
+        bar = bars.loc[[rows[-1]]].copy()
+        bar["Date"] = holidays[-1]
         extra.append(bar)
     out = pd.concat([bars, *extra], ignore_index=True)
     return out.sort_values(["Ticker", "Date"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,186 @@
+"""The `aimoves` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aimoves.errors import AimovesError
+
+app = typer.Typer(
+    help="Daily prices of US, Hong Kong and mainland China AI stocks: fetch → validate → partitioned Parquet, under Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# NOTE: rich wraps at 80 columns when stdout is not a terminal (CI logs, pipes); tables need more.
+out = Console(width=None if sys.stdout.isatty() else 160)  # the run summary: stdout
+err = Console(stderr=True)  # progress and errors: stderr
+
+SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulated | replay")]
+CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]
+UniverseOpt = Annotated[Optional[Path], typer.Option("--universe", help="Universe YAML file (default: the one shipped with aimoves).")]
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where datasets, raw/ and quarantine/ live.")]
+MarketsOpt = Annotated[str, typer.Option("--markets", help="Comma-separated markets: US,HK,CN.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit non-zero when rows were quarantined or symbols failed.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="With --source simulated: random seed.")]
+ShockOpt = Annotated[Optional[str], typer.Option("--shock-date", help="With --source simulated: the shock day (default 2025-01-27).")]
+DefectsOpt = Annotated[bool, typer.Option("--inject-defects", help="With --source simulated: add bad rows to exercise quarantine.")]
+
+
+def _date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise AimovesError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _quiet_engine() -> None:
+    """Defaults for a local, offline run (each can be overridden in the environment)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN001 - RunSummary, imported lazily
+    table = Table(title=f"aimoves {summary.flow} — run {summary.run_id}", title_justify="left")
+    for col in ("market", "window", "passed", "flagged", "quarantined", "dups collapsed", "failed symbols", "partitions"):
+        table.add_column(col, justify="right" if col not in ("market", "window") else "left")
+    for m in summary.markets:
+        if m.closed:
+            table.add_row(m.market, m.window, "-", "-", "-", "-", "-", f"closed: {m.closed}")
+            continue
+        parts = f"{len(m.partitions_written)} written, {len(m.partitions_unchanged)} unchanged"
+        table.add_row(m.market, m.window, f"{m.passed:,}", f"{m.flagged:,}", f"{m.quarantined:,}", f"{m.duplicates_collapsed:,}", str(len(m.failures)), parts if not m.error else f"[red]{m.error}[/]")
+    out.print(table)
+    for m in summary.markets:
+        if m.failed_expectations:
+            checks = ", ".join(f"{k} ({v})" for k, v in sorted(m.failed_expectations.items()))
+            out.print(f"{m.market} checks that failed (rows, incl. warm-up): {checks}", highlight=False)
+        for f in m.failures:
+            out.print(f"{m.market} failed symbol {f['symbol']}: {f['reason']}", highlight=False)
+        for note in m.notes:
+            out.print(f"{m.market} note: {note}", highlight=False)
+    data = Path(summary.data_dir)
+    out.print(f"Finished in {elapsed:.1f} s. Wrote prices to {data / 'prices'}, quarantined rows to {data / 'quarantine' / 'prices'}, "
+              f"raw fetches to {data / 'raw' / 'prices'}, run record to {data / '_runs' / (summary.run_id + '.json')}.", highlight=False)
+    if strict and summary.needs_attention:
+        err.print("[yellow]--strict: rows were quarantined or symbols failed; exiting 1[/]")
+        return 1
+    return 0
+
+
+def _run(flow_name: str, **params: object) -> None:
+    from aimoves.pipeline import parse_markets
+    from aimoves.universe import load_universe
+
+    strict = bool(params.pop("strict"))
+    try:
+        params["markets"] = parse_markets(str(params["markets"]))
+        load_universe(params["universe"])  # fail fast, before the engine starts
+        if params["source"] == "csv" and not params.get("csv_dir"):
+            raise AimovesError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
+        if params.get("csv_dir") and not Path(str(params["csv_dir"])).is_dir():
+            raise AimovesError(f"--csv-dir {params['csv_dir']}: not a directory")
+    except AimovesError as exc:
+        _fail(str(exc))
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
+    _quiet_engine()
+    err.print(f"[dim]Starting Prefect flow '{flow_name}' ({os.environ.get('PREFECT_API_URL') or 'embedded ephemeral server'})…[/]")
+    started = time.perf_counter()
+    from aimoves.flows import prices as flows
+
+    try:
+        summary = getattr(flows, flow_name)(**params)
+    except flows.RunFailed as exc:
+        _print_summary(exc.summary, strict, time.perf_counter() - started)
+        _fail(str(exc), 1)
+    except AimovesError as exc:
+        _fail(str(exc), 1)
+    raise typer.Exit(_print_summary(summary, strict, time.perf_counter() - started))
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option("--start", help="First session to write (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--end", help="Last session to write (YYYY-MM-DD).")],
+    source: SourceOpt = "yahoo",
+    csv_dir: CsvDirOpt = None,
+    universe: UniverseOpt = None,
+    data_dir: DataDirOpt = Path("data"),
+    markets: MarketsOpt = "US,HK,CN",
+    strict: StrictOpt = False,
+    seed: SeedOpt = None,
+    shock_date: ShockOpt = None,
+    inject_defects: DefectsOpt = False,
+) -> None:
+    """Fetch, validate and write prices for every session from --start to --end."""
+    try:
+        start_d, end_d, shock = _date(start, "--start"), _date(end, "--end"), _date(shock_date, "--shock-date")
+        if end_d < start_d:  # type: ignore[operator]
+            raise AimovesError(f"--end {end} is before --start {start}")
+    except AimovesError as exc:
+        _fail(str(exc))
+    _run("backfill", start=start_d, end=end_d, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
+         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects)
+
+
+@app.command()
+def daily(
+    day: Annotated[Optional[str], typer.Option("--date", help="Session to fetch (default: each market's latest settled session).")] = None,
+    source: SourceOpt = "yahoo",
+    csv_dir: CsvDirOpt = None,
+    universe: UniverseOpt = None,
+    data_dir: DataDirOpt = Path("data"),
+    markets: MarketsOpt = "US,HK,CN",
+    strict: StrictOpt = False,
+    seed: SeedOpt = None,
+    shock_date: ShockOpt = None,
+    inject_defects: DefectsOpt = False,
+) -> None:
+    """Fetch, validate and write one session per market (re-reading a few sessions before it for context)."""
+    try:
+        day_d, shock = _date(day, "--date"), _date(shock_date, "--shock-date")
+    except AimovesError as exc:
+        _fail(str(exc))
+    _run("daily", day=day_d, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
+         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects)
+
+
+@app.command("universe")
+def universe_cmd(universe: UniverseOpt = None) -> None:
+    """Check a universe file and list its stocks per market and sector."""
+    from aimoves.universe import load_universe
+
+    try:
+        u = load_universe(universe)
+    except AimovesError as exc:
+        _fail(str(exc))
+    table = Table(title=f"universe: {universe or 'default'}", title_justify="left")
+    for col in ("market", "sector", "symbols"):
+        table.add_column(col)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for s in u.stocks:
+        groups.setdefault((s.market, s.sector), []).append(s.symbol)
+    for (market, sector), symbols in sorted(groups.items()):
+        table.add_row(market, sector, " ".join(symbols))
+    out.print(table)
+    out.print(f"{len(u.stocks)} stocks; benchmarks: {dict(u.benchmarks)}; fx: {dict(u.fx)}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,289 @@
+"""The prices pipeline as plain functions: what each Prefect task calls.
+
+fetch → raw log → normalize → validate → write, one market at a time. Nothing here imports Prefect,
+so every step runs and tests on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from aimoves.calendars import last_known_session, sessions, sessions_back
+from aimoves.errors import AimovesError
+from aimoves.markets import MARKET_INFO, MARKETS
+from aimoves.normalize import NormalizedPrices, rejected_from_source
+from aimoves.schema import PRICES, QUARANTINE_PRICES
+from aimoves.sources.base import PriceBatch, PriceRequest, PriceSource
+from aimoves.store import WriteResult, upsert
+from aimoves.universe import Universe
+from aimoves.validate import ValidationResult
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("yahoo", "csv", "simulated", "replay")
+# A backfill reads this many sessions before --start: the first requested day then has the same
+# context (previous close, neighbouring bars, trailing volatility) as any other day.
+WARMUP_SESSIONS = 70
+# A daily run re-reads this many sessions before its date, for the same reason.
+DAILY_CONTEXT_SESSIONS = 15
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str = "simulated"
+    csv_dir: Path | None = None
+    seed: int | None = None
+    shock_date: date | None = None
+    inject_defects: bool = False
+
+
+def make_source(settings: SourceSettings, universe: Universe, data_dir: Path) -> PriceSource:
+    """The source named in `settings`; a clear error when its options are missing."""
+    if settings.name == "simulated":
+        from aimoves.sources.simulated import DEFAULT_SEED, DEFAULT_SHOCK, SimulatedSource
+
+        return SimulatedSource(
+            sectors={s.symbol: s.sector for s in universe.stocks},
+            seed=DEFAULT_SEED if settings.seed is None else settings.seed,
+            shock_date=settings.shock_date or DEFAULT_SHOCK,
+            inject_defects=settings.inject_defects,
+        )
+    if settings.name == "csv":
+        from aimoves.sources.csv import CsvSource
+
+        if settings.csv_dir is None:
+            raise AimovesError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
+        return CsvSource(Path(settings.csv_dir))
+    if settings.name == "replay":
+        from aimoves.sources.replay import ReplaySource
+
+        if not (data_dir / "raw" / "prices").is_dir():
+            raise AimovesError(f"--source replay: {data_dir / 'raw' / 'prices'} does not exist; nothing was fetched into this data dir yet")
+        return ReplaySource(data_dir)
+    if settings.name == "yahoo":
+        from aimoves.sources.yahoo import YahooSource
+
+        return YahooSource()
+    raise AimovesError(f"unknown source {settings.name!r}; choose one of {', '.join(SOURCES)}")
+
+
+def parse_markets(text: str) -> list[str]:
+    markets = [m.strip().upper() for m in text.split(",") if m.strip()]
+    unknown = [m for m in markets if m not in MARKETS]
+    if unknown or not markets:
+        raise AimovesError(f"--markets: unknown market(s) {', '.join(unknown) or '(none)'}; choose from {','.join(MARKETS)}")
+    return markets
+
+
+@dataclass
+class MarketPlan:
+    """What one market's run fetches and writes."""
+
+    market: str
+    request: PriceRequest  # includes the warm-up / context sessions
+    write_start: date
+    write_end: date
+    closed_reason: str | None = None  # set when there is nothing to do (holiday)
+    provisional: bool = False
+
+
+def plan_backfill(universe: Universe, market: str, start: date, end: date) -> MarketPlan:
+    extra = universe.extra_holidays.get(market, ())  # type: ignore[call-overload]
+    fetch_start = sessions_back(market, start, WARMUP_SESSIONS, extra)
+    symbols = tuple(universe.symbols_by_market([market]).get(market, ()))
+    s = sessions(market, start, end, extra)
+    plan = MarketPlan(market, PriceRequest(market, symbols, fetch_start, end), start, end, provisional=s.any_provisional)
+    if len(s.dates) == 0:
+        plan.closed_reason = f"{market} has no trading session from {start} to {end}"
+    return plan
+
+
+def plan_daily(universe: Universe, market: str, day: date) -> MarketPlan:
+    extra = universe.extra_holidays.get(market, ())  # type: ignore[call-overload]
+    symbols = tuple(universe.symbols_by_market([market]).get(market, ()))
+    s = sessions(market, day, day, extra)
+    fetch_start = sessions_back(market, day, DAILY_CONTEXT_SESSIONS, extra)
+    plan = MarketPlan(market, PriceRequest(market, symbols, fetch_start, day), day, day, provisional=s.any_provisional)
+    if len(s.dates) == 0:
+        plan.closed_reason = f"{market} market closed on {day} ({MARKET_INFO[market].calendar} has no session that day)"
+    return plan
+
+
+def latest_settled_session(market: str, now: datetime, buffer_minutes: int = 30) -> date:
+    """The latest session of `market` whose close (+ buffer) is before `now`."""
+    from aimoves.calendars import exchange_calendar
+
+    cal = exchange_calendar(market)
+    local_today = pd.Timestamp(now).tz_convert(MARKET_INFO[market].timezone).date()
+    recent = sessions(market, local_today - pd.Timedelta(days=15), local_today)
+    for day in reversed(recent.dates):
+        if day <= cal.last_session:
+            close = cal.session_close(day)
+        else:
+            close = pd.Timestamp.combine(day.date(), MARKET_INFO[market].close).tz_localize(MARKET_INFO[market].timezone)
+        if close + pd.Timedelta(minutes=buffer_minutes) <= pd.Timestamp(now):
+            return day.date()
+    raise AimovesError(f"no settled {market} session in the 15 days before {now}")
+
+
+def exchange_today(market: str, now: datetime | None = None) -> date:
+    now = now or datetime.now(UTC)
+    return pd.Timestamp(now).tz_convert(MARKET_INFO[market].timezone).date()
+
+
+def _in_window(frame: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    d = frame["date"]
+    return frame[(d >= pd.Timestamp(start)) & (d <= pd.Timestamp(end))]
+
+
+def _row_ids(frame: pd.DataFrame) -> list[str]:
+    cols = ["symbol", "date", "open", "high", "low", "close", "adj_close", "volume", "source"]
+    text = frame[cols].astype(str).agg("|".join, axis=1)
+    return [hashlib.blake2b(t.encode(), digest_size=10).hexdigest() for t in text]
+
+
+def prices_for_write(validation: ValidationResult, plan: MarketPlan, ingested_at: datetime) -> pd.DataFrame:
+    """Passed rows inside the write window, with the stamps and partition columns."""
+    rows = _in_window(validation.passed, plan.write_start, plan.write_end).copy()
+    rows["ingested_at"] = pd.Timestamp(ingested_at)
+    rows["year"] = rows["date"].dt.year
+    return rows
+
+
+def quarantine_for_write(
+    validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, run_id: str, now: datetime
+) -> pd.DataFrame:
+    """Every quarantined row of the write window: failed checks, unreadable rows, unparsable dates."""
+    parts = [_in_window(validation.quarantined, plan.write_start, plan.write_end)]
+    for extra, expectation in ((normalized.rejected, "row_readable"), (rejected_from_source(batch, plan.market), "row_readable")):
+        if len(extra):
+            extra = extra.copy()
+            extra["expectation"] = expectation
+            window = extra["date"].isna() | ((extra["date"] >= pd.Timestamp(plan.write_start)) & (extra["date"] <= pd.Timestamp(plan.write_end)))
+            parts.append(extra[window])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=[f.name for f in QUARANTINE_PRICES.schema])
+    rows = pd.concat(parts, ignore_index=True)
+    rows["date"] = pd.to_datetime(rows["date"])
+    rows["row_id"] = _row_ids(rows)
+    rows["quarantined_at"] = pd.Timestamp(now)
+    rows["run_id"] = run_id
+    rows["year"] = rows["date"].dt.year.fillna(now.year).astype(int)
+    rows["market"] = plan.market
+    return rows.drop_duplicates(["row_id", "expectation"])
+
+
+@dataclass
+class MarketReport:
+    market: str
+    source: str
+    window: str
+    requested_symbols: int = 0
+    bars_fetched: int = 0
+    failures: list[dict] = field(default_factory=list)
+    empty_bars_dropped: int = 0
+    duplicates_collapsed: int = 0
+    passed: int = 0
+    flagged: int = 0
+    quarantined: int = 0
+    failed_expectations: dict[str, int] = field(default_factory=dict)
+    partitions_written: list[str] = field(default_factory=list)
+    partitions_unchanged: list[str] = field(default_factory=list)
+    raw_path: str | None = None
+    closed: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(self.failures or self.quarantined or self.error)
+
+
+def market_report(
+    plan: MarketPlan,
+    batch: PriceBatch,
+    normalized: NormalizedPrices,
+    validation: ValidationResult,
+    written: WriteResult,
+    quarantine_written: int,
+    raw_path: Path | None,
+) -> MarketReport:
+    passed_in_window = _in_window(validation.passed, plan.write_start, plan.write_end)
+    notes = list(batch.notes) + list(normalized.notes)
+    if plan.provisional:
+        notes.append(
+            f"sessions after {last_known_session(plan.market)} are provisional: the {MARKET_INFO[plan.market].calendar} "
+            "calendar ends there, weekdays are assumed (add extra_holidays to the universe file)"
+        )
+    return MarketReport(
+        market=plan.market,
+        source=batch.source,
+        window=f"{plan.write_start}..{plan.write_end}",
+        requested_symbols=len(plan.request.symbols),
+        bars_fetched=len(batch.bars),
+        failures=[asdict(f) for f in batch.failures],
+        empty_bars_dropped=normalized.empty_bars,
+        duplicates_collapsed=normalized.duplicates_collapsed,
+        passed=len(passed_in_window),
+        flagged=int((passed_in_window["dq_flags"].map(len) > 0).sum()) if len(passed_in_window) else 0,
+        quarantined=quarantine_written,
+        failed_expectations=validation.failed_expectations,
+        partitions_written=written.partitions_written,
+        partitions_unchanged=written.partitions_unchanged,
+        raw_path=str(raw_path) if raw_path else None,
+        error=validation.batch_error,
+        notes=notes,
+    )
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    flow: str
+    data_dir: str
+    started_at: str
+    markets: list[MarketReport] = field(default_factory=list)
+    finished_at: str | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        return any(m.needs_attention for m in self.markets)
+
+    @property
+    def wrote_nothing(self) -> bool:
+        return all(m.closed or (m.passed == 0) for m in self.markets)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}"
+
+
+def write_run_record(summary: RunSummary, data_dir: Path) -> Path:
+    """Keep the run's summary under `_runs/` (for `aimoves status` and operators)."""
+    runs = data_dir / "_runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{summary.run_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(summary.to_json())
+    os.replace(tmp, path)
+    return path
+
+
+def write_prices(frame: pd.DataFrame, data_dir: Path) -> WriteResult:
+    return upsert(frame, PRICES, data_dir)
+
+
+def write_quarantine(frame: pd.DataFrame, data_dir: Path) -> WriteResult:
+    return upsert(frame, QUARANTINE_PRICES, data_dir)

@@ -1,0 +1,111 @@
+"""`backfill` and `daily`: prices for each market, fetched, logged raw, validated and written."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from aimoves import pipeline
+from aimoves.errors import AimovesError
+from aimoves.markets import MARKETS
+from aimoves.raw import clean_staging
+from aimoves.sources.base import PriceSource
+from aimoves.universe import Universe, load_universe
+from aimoves.tasks import prices as t
+
+
+class RunFailed(AimovesError):
+    """The run could not do its job for at least one market; the summary says which and why."""
+
+    def __init__(self, message: str, summary: pipeline.RunSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def run_market(plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime) -> pipeline.MarketReport:
+    """One market: fetch → raw → normalize → validate → write."""
+    if plan.closed_reason:
+        return pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", closed=plan.closed_reason)
+    extra = tuple(universe.extra_holidays.get(plan.market, ()))  # type: ignore[call-overload]
+    batch = t.fetch_prices(source, plan.request)
+    raw = t.store_raw(batch, data_dir) if source.name != "replay" else None
+    normalized = t.normalize(batch, plan.market)
+    checked = t.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
+    written, quarantined = t.write(checked, normalized, batch, plan, data_dir, run_id, now)
+    return pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
+
+
+def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.SourceSettings, universe: Universe, data_dir: Path) -> pipeline.RunSummary:
+    logger = get_run_logger()
+    now = datetime.now(UTC)
+    summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    clean_staging(data_dir)
+    price_source = pipeline.make_source(source, universe, data_dir)
+    for plan in plans:
+        try:
+            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now)
+        except AimovesError as exc:
+            report = pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", error=str(exc))
+        if report.closed:
+            logger.info("%s: %s", plan.market, report.closed)
+        elif report.error:
+            logger.error("%s: %s", plan.market, report.error)
+        else:
+            logger.info(
+                "%s %s: %d passed (%d flagged), %d quarantined, %d symbols failed; partitions written: %s",
+                plan.market, report.window, report.passed, report.flagged, report.quarantined, len(report.failures),
+                ", ".join(report.partitions_written) or "none (unchanged)",
+            )
+        summary.markets.append(report)
+    summary.finished_at = datetime.now(UTC).isoformat()
+    pipeline.write_run_record(summary, data_dir)
+    failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
+    if failed:
+        reasons = "; ".join(f"{m.market}: {m.error or 'no valid rows fetched'}" for m in failed)
+        raise RunFailed(f"{kind} could not complete: {reasons}", summary)
+    return summary
+
+
+@flow(name="backfill", flow_run_name="backfill-{start}-to-{end}")
+def backfill(
+    start: date,
+    end: date,
+    markets: list[str] = list(MARKETS),
+    source: str = "yahoo",
+    data_dir: str = "data",
+    universe: str | None = None,
+    csv_dir: str | None = None,
+    seed: int | None = None,
+    shock_date: date | None = None,
+    inject_defects: bool = False,
+) -> pipeline.RunSummary:
+    """Prices for every session from `start` to `end` (after a warm-up read before `start`)."""
+    if end < start:
+        raise AimovesError(f"--end {end} is before --start {start}")
+    stocks = load_universe(universe)
+    plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
+    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects)
+    return run_prices("backfill", plans, settings, stocks, Path(data_dir))
+
+
+@flow(name="daily", flow_run_name="daily-{day}")
+def daily(
+    day: date | None = None,
+    markets: list[str] = list(MARKETS),
+    source: str = "yahoo",
+    data_dir: str = "data",
+    universe: str | None = None,
+    csv_dir: str | None = None,
+    seed: int | None = None,
+    shock_date: date | None = None,
+    inject_defects: bool = False,
+) -> pipeline.RunSummary:
+    """One session per market: `day`, or each market's latest settled session."""
+    stocks = load_universe(universe)
+    now = datetime.now(UTC)
+    plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
+    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects)
+    return run_prices("daily", plans, settings, stocks, Path(data_dir))

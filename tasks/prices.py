@@ -1,0 +1,57 @@
+"""Tasks of the prices pipeline, one per market and stage (never one per symbol)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from aimoves import pipeline
+from aimoves.normalize import NormalizedPrices, normalize_prices
+from aimoves.raw import RawRecord, write_raw
+from aimoves.sources.base import PriceBatch, PriceRequest, PriceSource
+from aimoves.store import WriteResult
+from aimoves.validate import ValidationResult, validate_prices
+
+# NOTE: NO_CACHE everywhere: the default cache policy hashes inputs, and hashing a frame of
+# millions of rows costs more than the work itself.
+
+
+@task(name="fetch-prices", task_run_name="fetch-prices-{request.market}", cache_policy=NO_CACHE)
+def fetch_prices(source: PriceSource, request: PriceRequest) -> PriceBatch:
+    # Sources retry rate limits and transient errors themselves, per batch of symbols.
+    return source.fetch_prices(request)
+
+
+@task(name="store-raw", task_run_name="store-raw-{batch.request.market}", cache_policy=NO_CACHE)
+def store_raw(batch: PriceBatch, data_dir: Path) -> RawRecord:
+    return write_raw(batch, data_dir)
+
+
+@task(name="normalize-prices", task_run_name="normalize-prices-{market}", cache_policy=NO_CACHE)
+def normalize(batch: PriceBatch, market: str) -> NormalizedPrices:
+    return normalize_prices(batch, market)
+
+
+@task(name="validate-prices", task_run_name="validate-prices-{market}", cache_policy=NO_CACHE)
+def validate(normalized: NormalizedPrices, market: str, symbols: list[str], today: date, extra_holidays: tuple[date, ...]) -> ValidationResult:
+    return validate_prices(normalized.prices, market, symbols, today, extra_holidays)
+
+
+@task(name="write-prices", task_run_name="write-prices-{plan.market}", cache_policy=NO_CACHE)
+def write(
+    validation: ValidationResult,
+    normalized: NormalizedPrices,
+    batch: PriceBatch,
+    plan: pipeline.MarketPlan,
+    data_dir: Path,
+    run_id: str,
+    now: datetime,
+) -> tuple[WriteResult, int]:
+    """Write passed rows to prices/ and quarantined rows to quarantine/prices/."""
+    quarantine = pipeline.quarantine_for_write(validation, normalized, batch, plan, run_id, now)
+    pipeline.write_quarantine(quarantine, data_dir)
+    written = pipeline.write_prices(pipeline.prices_for_write(validation, plan, now), data_dir)
+    return written, len(quarantine)
