@@ -103,10 +103,10 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
                 sf[shock_idx] += SHOCK[market].get(sector, 0.0)
                 sf[shock_idx + 1 : shock_idx + 1 + AFTERMATH_SESSIONS] += AFTERMATH_DRIFT[market]
             sector_cache[sector] = sf
+        # One generator per stream: a stream's first k draws never depend on how many follow.
         rng = _rng(seed, "stock", symbol)
-        beta_m, beta_s = rng.uniform(0.7, 1.3), rng.uniform(0.5, 1.2)
-        p0 = rng.uniform(5, 400)
-        idio = rng.standard_t(4, size=n) * rng.uniform(0.008, 0.025) / np.sqrt(2)
+        beta_m, beta_s, p0, vol = rng.uniform(0.7, 1.3), rng.uniform(0.5, 1.2), rng.uniform(5, 400), rng.uniform(0.008, 0.025)
+        idio = _rng(seed, "idio", symbol).standard_t(4, size=n) * vol / np.sqrt(2)
         if is_index:
             ret = global_f * 0.6 + market_f
             if shock_idx is not None:
@@ -116,11 +116,10 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
         ret = np.clip(ret, -0.6, 1.5)
         close = p0 * np.cumprod(1 + ret)
         prev = np.r_[p0, close[:-1]]
-        open_ = prev * (1 + rng.normal(0, 0.004, n))
-        span = np.abs(rng.normal(0, 0.008, n))
-        high = np.maximum(open_, close) * (1 + span)
-        low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.008, n)))
-        volume = np.round(rng.lognormal(15, 0.5, n) * (1 + 5 * np.abs(ret))).astype("int64")
+        open_ = prev * (1 + _rng(seed, "gap", symbol).normal(0, 0.004, n))
+        high = np.maximum(open_, close) * (1 + np.abs(_rng(seed, "high", symbol).normal(0, 0.008, n)))
+        low = np.minimum(open_, close) * (1 - np.abs(_rng(seed, "low", symbol).normal(0, 0.008, n)))
+        volume = np.round(_rng(seed, "volume", symbol).lognormal(15, 0.5, n) * (1 + 5 * np.abs(ret))).astype("int64")
         frames.append(
             pd.DataFrame(
                 {

@@ -1,0 +1,141 @@
+"""Each expectation of the prices suite: a good frame passes, a frame broken in one way fails it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aimoves.expectations import suite_definition
+from aimoves.normalize import normalize_prices
+from aimoves.sources.base import PriceRequest
+from aimoves.sources.simulated import SimulatedSource
+from aimoves.validate import validate_prices
+
+TODAY = date(2026, 1, 1)
+ROW = 7  # the row each case breaks (symbol AMD in the middle of its history)
+
+
+def good_frame(market: str = "US", start: str = "2025-03-03", end: str = "2025-03-28") -> pd.DataFrame:
+    symbols = ("AMD", "NVDA") if market == "US" else ("688256.SS", "688981.SS")
+    batch = SimulatedSource({}).fetch_prices(PriceRequest(market, symbols, date.fromisoformat(start), date.fromisoformat(end)))
+    return normalize_prices(batch, market).prices
+
+
+def _set(column: str, value: object) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def mutate(f: pd.DataFrame) -> pd.DataFrame:
+        f.loc[ROW, column] = value
+        return f
+
+    return mutate
+
+
+def _scale(columns: list[str], factor: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def mutate(f: pd.DataFrame) -> pd.DataFrame:
+        f.loc[ROW, columns] = f.loc[ROW, columns] * factor
+        return f
+
+    return mutate
+
+
+def _swap_high_low(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[ROW, ["high", "low"]] = f.loc[ROW, ["low", "high"]].to_numpy().copy()
+    return f
+
+
+def _pair(column: str, anchor: str, factor: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def mutate(f: pd.DataFrame) -> pd.DataFrame:
+        f.loc[ROW, column] = f.loc[ROW, anchor] * factor
+        return f
+
+    return mutate
+
+
+def _conflicting_duplicate(f: pd.DataFrame) -> pd.DataFrame:
+    dup = f.loc[[ROW]].copy()
+    dup["close"] = dup["close"] * 1.01
+    return pd.concat([f, dup], ignore_index=True).sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+
+
+CASES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "symbol_present": _set("symbol", None),
+    "date_present": _set("date", pd.NaT),
+    "symbol_in_universe": _set("symbol", "ZZZZ"),
+    "one_bar_per_symbol_and_date": _conflicting_duplicate,
+    "close_present": _set("close", np.nan),
+    "adj_close_present": _set("adj_close", np.nan),
+    "open_positive": _set("open", -1.0),
+    "high_positive": _set("high", 0.0),
+    "low_positive": _set("low", -1.0),
+    "close_positive": _set("close", -1.0),
+    "adj_close_positive": _set("adj_close", -1.0),
+    "high_ge_low": _swap_high_low,
+    "high_ge_open": _pair("open", "high", 1.01),
+    "high_ge_close": _pair("close", "high", 1.01),
+    "open_ge_low": _pair("open", "low", 0.99),
+    "close_ge_low": _pair("close", "low", 0.99),
+    "volume_not_negative": _set("volume", -5.0),
+    "date_is_exchange_session": _set("date", pd.Timestamp("2025-03-08")),  # a Saturday
+    "no_unit_glitch": _scale(["open", "high", "low", "close", "adj_close"], 100),
+    "zero_volume": _set("volume", 0.0),
+    "volume_missing": _set("volume", np.nan),
+    "open_missing": _set("open", np.nan),
+    "large_daily_move": _scale(["high", "close", "adj_close"], 1.4),
+}
+
+
+def test_every_expectation_has_a_case() -> None:
+    names = {e["meta"]["name"] for e in suite_definition("prices")["expectations"]}
+    assert names == set(CASES) | {"date_not_in_future", "provisional_session"}
+
+
+def test_good_frame_passes_every_expectation() -> None:
+    frame = good_frame()
+    result = validate_prices(frame, "US", ["AMD", "NVDA"], TODAY)
+    assert result.failed_expectations == {}
+    assert len(result.passed) == len(frame) and result.quarantined.empty
+    assert result.passed["dq_flags"].map(len).sum() == 0
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_bad_frame_fails_the_intended_expectation(name: str) -> None:
+    frame = CASES[name](good_frame())
+    result = validate_prices(frame, "US", ["AMD", "NVDA"], TODAY)
+    assert name in result.failed_expectations, result.failed_expectations
+    severity = {e["meta"]["name"]: e["severity"] for e in suite_definition("prices")["expectations"]}[name]
+    if severity == "critical":
+        hit = result.quarantined[result.quarantined["expectation"].str.split(",").map(lambda names: name in names)]
+        assert len(hit) >= 1
+        assert hit["reason"].str.len().min() > 5
+    else:
+        assert result.passed["dq_flags"].map(lambda flags: name in flags).sum() >= 1
+        assert result.quarantined.empty
+
+
+def test_future_dates_are_quarantined() -> None:
+    result = validate_prices(good_frame(), "US", ["AMD", "NVDA"], date(2025, 3, 20))
+    assert "date_not_in_future" in result.failed_expectations
+    assert (result.quarantined["date"] > pd.Timestamp("2025-03-20")).all()
+    assert (result.passed["date"] <= pd.Timestamp("2025-03-20")).all()
+
+
+def test_sessions_past_the_calendar_end_are_flagged_provisional() -> None:
+    frame = good_frame("CN", "2026-12-21", "2027-01-08")
+    result = validate_prices(frame, "CN", ["688256.SS", "688981.SS"], date(2027, 2, 1))
+    provisional = result.passed[result.passed["dq_flags"].map(lambda f: "provisional_session" in f)]
+    assert len(provisional) > 0 and (provisional["date"] > pd.Timestamp("2026-12-31")).all()
+    assert result.quarantined.empty
+
+
+def test_real_big_moves_are_kept() -> None:
+    # NVDA -17% (2025-01-27) and 3896.HK +31% (2025-02-03) happened: at most a flag, never quarantine.
+    frame = good_frame()
+    frame.loc[ROW:, ["open", "high", "low", "close", "adj_close"]] *= 0.83
+    frame.loc[ROW + 3 :, ["open", "high", "low", "close", "adj_close"]] *= 1.31
+    amd = frame["symbol"] == frame.loc[ROW, "symbol"]
+    frame.loc[~amd, ["open", "high", "low", "close", "adj_close"]] = good_frame().loc[~amd, ["open", "high", "low", "close", "adj_close"]]
+    result = validate_prices(frame, "US", ["AMD", "NVDA"], TODAY)
+    assert result.quarantined.empty
