@@ -127,7 +127,7 @@ def validate_prices(
 ) -> ValidationResult:
     """Split normalized prices into passed rows (with dq_flags) and quarantined rows (with reasons)."""
     if prices.empty:
-        return ValidationResult(prices.assign(dq_flags=[]), prices.assign(expectation=[], reason=[]), batch_error="no rows to validate")
+        return ValidationResult(prices.assign(dq_flags=[]), prices.assign(expectation=[], reason=[]), batch_error="no rows to validate: nothing usable was fetched")
     frame = add_price_checks(prices.reset_index(drop=True), market, today, extra_holidays)
     results = run_suite("prices", frame, {"universe_symbols": sorted(universe_symbols)})
     n = len(frame)

@@ -50,10 +50,10 @@ A symbol not in the fixtures gets Yahoo's answer for an unknown symbol: HTTP 404
 "description": "No data found, symbol may be delisted"}}}`.
 
 Misbehaving on purpose: `fake.misbehave(symbol, status=429, times=2)` answers the next two
-chart requests for that symbol with HTTP 429 ("Too Many Requests", as Yahoo does), `times=None`
-for ever; `status=500` answers Yahoo's JSON error shape with HTTP 500. Note that one
-`yf.download` attempt can make two chart requests per symbol (time zone, then bars) and repeats
-a request once after a status >= 400. `fake.requests` records `(host, path, query)` of every
+requests naming that symbol (chart or quoteSummary) with HTTP 429 ("Too Many Requests", plain
+text, as Yahoo does), `times=None` for ever; `status=500` answers HTTP 500 with Yahoo's JSON error
+shape. Note that one `yf.download` attempt can make two chart requests per symbol (time zone,
+then bars) and repeats any request once after a status >= 400. `fake.requests` records `(host, path, query)` of every
 request, `fake.chart_calls[symbol]` counts chart requests.
 """
 
@@ -159,9 +159,10 @@ class FakeYahoo:
         with self._lock:
             self._misbehave[symbol.upper()] = _Misbehaviour(status, times)
 
-    def _take_misbehaviour(self, symbol: str) -> int | None:
+    def _take_misbehaviour(self, symbol: str, chart: bool) -> int | None:
         with self._lock:
-            self.chart_calls[symbol] += 1
+            if chart:
+                self.chart_calls[symbol] += 1
             m = self._misbehave.get(symbol)
             if m is None:
                 return None
@@ -228,6 +229,7 @@ class FakeYahoo:
 class _Handler(BaseHTTPRequestHandler):
     server_fake: FakeYahoo
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # NOTE: else headers and body in two writes cost 40 ms a response
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
         pass
@@ -261,15 +263,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, CRUMB.encode(), "text/plain;charset=utf-8")
         elif host.endswith("guce.yahoo.com") or host.endswith("consent.yahoo.com"):
             self._send(200, b"<html><body>no consent form here</body></html>", "text/html")
-        elif path.startswith("/v8/finance/chart/"):
+        elif path.startswith(("/v8/finance/chart/", "/v10/finance/quoteSummary/")):
             symbol = unquote(path.rsplit("/", 1)[1]).upper()
-            status = fake._take_misbehaviour(symbol)
+            status = fake._take_misbehaviour(symbol, chart=path.startswith("/v8/"))
             if status == 429:
                 self._send(429, b"Too Many Requests\r\n", "text/plain;charset=utf-8")
             elif status is not None:
                 self._json(status, {"chart": {"result": None, "error": {"code": "Internal Server Error", "description": f"HTTP {status} Internal Server Error"}}})
-            else:
+            elif path.startswith("/v8/"):
                 self._json(*fake.chart(symbol, query))
+            else:  # yfinance asks quoteSummary only when the time zone lookup failed
+                self._json(404, {"quoteSummary": {"result": None, "error": {"code": "Not Found", "description": f"Quote not found for symbol: {symbol}"}}})
         else:
             self._json(404, {"finance": {"result": None, "error": {"code": "Not Found", "description": "HTTP 404 Not Found"}}})
 

@@ -1,0 +1,319 @@
+"""Live daily prices from Yahoo Finance through yfinance (the only module that imports yfinance).
+
+`YahooSource.fetch_prices(request)` splits the symbols into batches of `batch_size` and calls
+`yf.download(batch, start, end + 1 day, interval="1d", auto_adjust=False, actions=False,
+group_by="column", multi_level_index=True, progress=False, ...)` for each: `end` is exclusive
+in yfinance, inclusive in a `PriceRequest`.
+
+The frame yfinance returns (one row per date, columns `(Price, Ticker)`, selected by level
+*name*) becomes Yahoo long form: one row per (Date, Ticker), columns exactly
+`Date, Ticker, Open, High, Low, Close, Adj Close, Volume`. `Date` keeps the index values
+yfinance gives (for daily bars: naive midnight timestamps of the exchange-local trading day).
+Rows whose price fields are all NaN are dropped: yfinance pads every symbol to the union of all
+dates of the batch, and a symbol without data comes back as an all-NaN column.
+
+Errors. `yf.download` never raises for one bad symbol: it logs the error and returns NaN for it.
+yfinance 1.7 keeps those errors in a per-call context that `download()` discards
+(`yfinance.shared._ERRORS`, which older versions filled in, is no longer written). The only
+place they surface is the summary `download()` logs on the `yfinance` logger at its end,
+`"['SYM1', 'SYM2']: <message>"`; this module reads that summary with a logging filter bound to
+the calling thread (and still looks at `shared._ERRORS` for older versions). Then, per symbol
+of the batch without bars:
+
+* a rate limit (HTTP 429, "Too Many Requests", `YFRateLimitError`) or a transient error
+  (timeout, connection error, HTTP 5xx) is retried, for those symbols only, with exponential
+  backoff and jitter (`backoff_seconds * 2**(attempt-1) * U(0.5, 1.5)`), up to `max_attempts`
+  attempts in all; if it persists, the failure reason says so ("rate limit" / "transient");
+* any other error becomes `FetchFailure(symbol, reason)` with yfinance's message in the reason;
+* no bars and no error: `FetchFailure(symbol, "no bars returned for START..END")`.
+
+So every requested symbol ends with bars or with a failure record, never silently empty.
+
+`payloads` hold one `RawPayload("<market>-batchNNN.parquet", "table", ...)` per batch: the long-form
+bars of that batch as an Arrow table (the library's frame is the closest form yfinance exposes).
+`notes` say how many symbols needed a retry.
+
+`session` is handed to yfinance's `session=` (a `requests.Session` or a curl_cffi Session;
+None: yfinance makes its default curl_cffi session). NOTE: yfinance keeps one process-wide
+`YfData` singleton: passing a session replaces the session (and keeps the cookie and crumb) for
+every later yfinance call in the process, not just this one.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import random
+import re
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+import pandas as pd
+import pyarrow as pa
+import yfinance as yf
+import yfinance.shared as yf_shared
+from yfinance.data import YfData
+
+from aimoves.sources.base import (
+    PRICE_FIELDS,
+    YAHOO_COLUMNS,
+    FetchFailure,
+    PriceBatch,
+    PriceRequest,
+    RawPayload,
+    empty_bars,
+)
+
+log = logging.getLogger(__name__)
+
+ErrorKind = Literal["rate_limit", "transient", "ambiguous", "unknown", "permanent"]
+
+_RATE_LIMIT = re.compile(r"\b429\b|too many requests|rate[ -]?limit|YFRateLimitError", re.IGNORECASE)
+_TRANSIENT = re.compile(
+    r"timed? ?out|timeout|connection ?(?:error|reset|refused|aborted)|RemoteDisconnected|ChunkedEncodingError"
+    r"|\b5\d\d (?:Server Error|Internal)|HTTP 5\d\d|status_code = 5\d\d"
+    r"|internal server error|bad gateway|service unavailable|gateway time-?out|currently down",
+    re.IGNORECASE,
+)
+# NOTE: for a symbol Yahoo does not know, yfinance's time zone lookup fails and it then asks
+# quoteSummary (only for the first two such symbols of the process), so the message is
+# "HTTPError('404 Client Error: Not Found for url: .../quoteSummary/SYM')" or, later,
+# "possibly delisted; no timezone found". yfinance says the latter too when the time zone lookup
+# got an HTTP 5xx, and "possibly delisted; no price data found" when the chart request got a
+# non-JSON 5xx page or the range has no bar (a suspended stock): ambiguous, retried once.
+_UNKNOWN = re.compile(r"404 Client Error|\bNot Found\b|symbol may be delisted|Quote not found", re.IGNORECASE)
+_AMBIGUOUS = re.compile(r"no timezone found|no price data found", re.IGNORECASE)
+# download()'s end-of-call summary line: "['AAA', 'BBB']: message".
+_SUMMARY = re.compile(r"^(\[[^\]]*\]):\s(.*)$", re.DOTALL)
+_FAILED_HEADER = re.compile(r"^\d+ Failed downloads?:$")
+# NOTE: yfinance's HTTPError text carries the whole URL, crumb included: keep the path only.
+_URL_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\")]*")
+
+
+def classify_error(message: str) -> ErrorKind:
+    """Whether a yfinance error message is worth retrying, and why."""
+    if _RATE_LIMIT.search(message):
+        return "rate_limit"
+    if _TRANSIENT.search(message):
+        return "transient"
+    if _AMBIGUOUS.search(message):
+        return "ambiguous"
+    if _UNKNOWN.search(message):
+        return "unknown"
+    return "permanent"
+
+
+def _failure_reason(kind: ErrorKind, message: str, span: str, attempts: int) -> str:
+    tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+    if kind == "rate_limit":
+        return f"Yahoo rate limit (HTTP 429) on all {tries}: {message}"
+    if kind == "transient":
+        return f"transient error on all {tries} (timeout, connection or HTTP 5xx): {message}"
+    if kind == "unknown":
+        return f"no bars for {span}: symbol unknown to Yahoo (delisted or misspelt?): {message}"
+    if kind == "ambiguous":
+        return f"no bars for {span} after {tries} (delisted or suspended symbol, or a Yahoo error yfinance could not tell apart): {message}"
+    return f"no bars for {span}: {message}"
+
+
+def _clean(message: str) -> str:
+    return _URL_QUERY.sub(r"\1", " ".join(message.split()))
+
+
+class _DownloadErrors(logging.Filter):
+    """Reads (and takes out of the log) the per-symbol errors yf.download() logs in this thread.
+
+    Installed as a filter on the `yfinance` logger for the duration of one call; records from
+    other threads (another fetch running concurrently) pass untouched.
+    """
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.symbols = {s.upper() for s in symbols}
+        self.errors: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno < logging.ERROR:
+            return True
+        try:
+            text = record.getMessage().strip()
+        except Exception:  # a record we cannot format is not ours to judge
+            return True
+        if _FAILED_HEADER.match(text):
+            return False
+        summary = _SUMMARY.match(text)
+        if summary:
+            try:
+                syms = ast.literal_eval(summary.group(1))
+            except (ValueError, SyntaxError):
+                return True
+            for sym in syms:
+                self.errors[str(sym).upper()] = summary.group(2).strip()
+            return False
+        # The same error, logged once more per symbol as "$SYM: message" (sequential downloads).
+        if text.startswith("$") and text[1:].split(":", 1)[0].upper() in self.symbols:
+            return False
+        return True
+
+
+def _clear_response_cache() -> None:
+    # NOTE: yfinance memoizes chart responses for past date ranges (and the time zone lookup) in a
+    # process-wide lru_cache on YfData.cache_get, error responses (404, 5xx) included: without
+    # clearing it a retry would be answered from the cache. Best effort: private API.
+    clear = getattr(getattr(YfData, "cache_get", None), "cache_clear", None)
+    if callable(clear):
+        clear()
+
+
+def to_long_form(frame: pd.DataFrame | None, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """yf.download()'s (Price, Ticker) frame → Yahoo long form, all-NaN rows dropped.
+
+    `names` maps yfinance's (upper-cased) ticker back to the symbol as requested.
+    """
+    if frame is None or frame.empty:
+        return empty_bars()
+    columns = frame.columns
+    if not isinstance(columns, pd.MultiIndex) or "Ticker" not in columns.names or "Price" not in columns.names:
+        raise ValueError(f"unexpected yfinance frame: columns {list(columns)[:6]} (levels {columns.names}), expected (Price, Ticker)")
+    names = names or {}
+    parts = []
+    for ticker in columns.get_level_values("Ticker").unique():
+        sub = frame.xs(ticker, axis=1, level="Ticker")
+        sub = sub.reindex(columns=PRICE_FIELDS).astype("float64")
+        sub = sub[sub.notna().any(axis=1)]
+        if sub.empty:
+            continue
+        part = pd.DataFrame({"Date": sub.index.to_numpy(), "Ticker": names.get(str(ticker), str(ticker))})
+        for col in PRICE_FIELDS:
+            part[col] = sub[col].to_numpy()
+        parts.append(part)
+    if not parts:
+        return empty_bars()
+    return pd.concat(parts, ignore_index=True)[YAHOO_COLUMNS]
+
+
+@dataclass(frozen=True)
+class YahooSource:
+    """Daily bars from Yahoo Finance via yfinance; see the module docstring."""
+
+    name: str = "yahoo"
+    batch_size: int = 50
+    max_attempts: int = 4
+    backoff_seconds: float = 2.0  # first retry waits about this long, then doubles (with jitter)
+    timeout_seconds: float = 30
+    session: object | None = None  # requests.Session or curl_cffi Session; None: yfinance's own
+    threads: int = 1  # yfinance download threads per batch; 1 = sequential (kindest to rate limits)
+
+    def fetch_prices(self, request: PriceRequest) -> PriceBatch:
+        symbols = list(dict.fromkeys(request.symbols))
+        batches = [symbols[i : i + self.batch_size] for i in range(0, len(symbols), max(1, self.batch_size))]
+        frames: list[pd.DataFrame] = []
+        payloads: list[RawPayload] = []
+        failures: list[FetchFailure] = []
+        retried: dict[str, set[str]] = {"rate_limit": set(), "transient": set(), "ambiguous": set()}
+        for i, batch in enumerate(batches, start=1):
+            log.info("%s batch %d/%d: %d symbols", request.market, i, len(batches), len(batch))
+            bars, batch_failures = self._fetch_batch(batch, request, retried, f"{request.market} batch {i}/{len(batches)}")
+            frames.append(bars)
+            failures.extend(batch_failures)
+            payloads.append(RawPayload(f"{request.market}-batch{i:03d}.parquet", "table", pa.Table.from_pandas(bars, preserve_index=False)))
+        nonempty = [f for f in frames if len(f)]
+        bars = pd.concat(nonempty, ignore_index=True) if nonempty else empty_bars()
+        notes = []
+        if retried["rate_limit"]:
+            notes.append(f"{len(retried['rate_limit'])} symbols retried after rate limit")
+        if retried["transient"]:
+            notes.append(f"{len(retried['transient'])} symbols retried after a transient error")
+        if retried["ambiguous"]:
+            notes.append(f"{len(retried['ambiguous'])} symbols retried once after yfinance found no time zone or no data")
+        if failures:
+            log.warning("%s: %d of %d symbols returned no bars", request.market, len(failures), len(symbols))
+        return PriceBatch(source=self.name, request=request, bars=bars, payloads=payloads, failures=failures, notes=notes)
+
+    def _fetch_batch(
+        self, batch: list[str], request: PriceRequest, retried: dict[str, set[str]], label: str
+    ) -> tuple[pd.DataFrame, list[FetchFailure]]:
+        span = f"{request.start}..{request.end}"
+        frames: list[pd.DataFrame] = []
+        failures: list[FetchFailure] = []
+        pending = batch
+        attempt = 0
+        while pending:
+            attempt += 1
+            bars, errors = self._download(pending, request)
+            frames.append(bars)
+            got = set(bars["Ticker"]) if len(bars) else set()
+            retry: list[str] = []
+            for sym in pending:
+                if sym in got:
+                    continue
+                message = errors.get(sym.upper())
+                if message is None:
+                    failures.append(FetchFailure(sym, f"no bars returned for {span}"))
+                    continue
+                kind = classify_error(message)
+                if attempt < self.max_attempts and (kind in ("rate_limit", "transient") or (kind == "ambiguous" and attempt == 1)):
+                    retry.append(sym)
+                    retried[kind].add(sym)
+                else:
+                    failures.append(FetchFailure(sym, _failure_reason(kind, message, span, attempt)))
+            if retry:
+                delay = self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                log.warning(
+                    "%s: retrying %d symbols (%s) after attempt %d/%d in %.1f s",
+                    label, len(retry), ", ".join(retry[:5]) + (" ..." if len(retry) > 5 else ""),
+                    attempt, self.max_attempts, delay,
+                )
+                time.sleep(delay)
+            pending = retry
+        nonempty = [f for f in frames if len(f)]
+        bars = pd.concat(nonempty, ignore_index=True) if nonempty else empty_bars()
+        return bars, failures
+
+    def _download(self, symbols: list[str], request: PriceRequest) -> tuple[pd.DataFrame, dict[str, str]]:
+        """One yf.download() call: (long-form bars, {UPPER symbol: error message})."""
+        names = {s.upper(): s for s in symbols}  # NOTE: yfinance upper-cases every ticker
+        capture = _DownloadErrors(symbols)
+        yf_log = logging.getLogger("yfinance")
+        _clear_response_cache()
+        yf_log.addFilter(capture)
+        try:
+            # NOTE: under pandas 3 yfinance 1.7 emits Pandas4Warning (a DeprecationWarning) about
+            # `inplace=` and FutureWarnings; they are noise for us. catch_warnings is process-wide.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                frame = yf.download(
+                    symbols,
+                    start=request.start,
+                    end=request.end + timedelta(days=1),  # NOTE: yfinance's end is exclusive
+                    interval="1d",
+                    auto_adjust=False,  # NOTE: the default (True) drops Adj Close and adjusts OHLC
+                    actions=False,
+                    group_by="column",
+                    progress=False,
+                    threads=self.threads if self.threads > 1 else False,
+                    timeout=self.timeout_seconds,
+                    session=self.session,
+                    multi_level_index=True,  # NOTE: else a single symbol comes back with flat columns
+                )
+        except Exception as exc:  # the whole call failed (no network at all, say)
+            message = f"{type(exc).__name__}: {exc}"
+            if classify_error(message) == "permanent":
+                raise
+            return empty_bars(), {s.upper(): _clean(message) for s in symbols}
+        finally:
+            yf_log.removeFilter(capture)
+        errors = {sym: _clean(msg) for sym, msg in capture.errors.items()}
+        # NOTE: yfinance < 1.0 recorded per-symbol errors in shared._ERRORS; 1.7 no longer does.
+        legacy = getattr(yf_shared, "_ERRORS", None) or {}
+        for sym in names:
+            if sym not in errors and sym in legacy:
+                errors[sym] = _clean(str(legacy[sym]))
+        return to_long_form(frame, names), errors

@@ -1,0 +1,102 @@
+"""The dataset writer: atomic per partition, idempotent by key, readable by pyarrow and DuckDB."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from aimoves import store
+from aimoves.schema import PRICES
+from aimoves.store import upsert
+
+
+def _prices(symbols: list[str], dates: list[str], close: float = 10.0, at: str = "2026-01-01T00:00:00Z") -> pd.DataFrame:
+    rows = [
+        {"date": pd.Timestamp(d), "symbol": s, "market": "US", "currency": "USD", "open": close, "high": close + 1, "low": close - 1,
+         "close": close, "adj_close": close, "volume": 100, "source": "test", "ingested_at": pd.Timestamp(at), "dq_flags": [],
+         "year": pd.Timestamp(d).year}
+        for s in symbols for d in dates
+    ]
+    return pd.DataFrame(rows)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+def test_layout_schema_and_metadata(tmp_path: Path) -> None:
+    upsert(_prices(["NVDA", "AMD"], ["2024-12-31", "2025-01-02"]), PRICES, tmp_path)
+    assert sorted(_files(tmp_path / "prices")) == ["market=US/year=2024/part-0.parquet", "market=US/year=2025/part-0.parquet"]
+    meta = pq.read_schema(tmp_path / "prices/market=US/year=2025/part-0.parquet").metadata
+    assert meta[b"aimoves.schema_version"] == b"1" and meta[b"aimoves.dataset"] == b"prices"
+    table = ds.dataset(tmp_path / "prices", partitioning="hive").to_table()
+    assert table.num_rows == 4
+    n = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/prices/**/*.parquet', hive_partitioning=1) where market='US'").fetchall()[0][0]
+    assert n == 4
+
+
+def test_rewrite_is_idempotent_and_keeps_other_dates(tmp_path: Path) -> None:
+    upsert(_prices(["NVDA"], ["2025-01-02", "2025-01-03", "2025-01-06"]), PRICES, tmp_path)
+    first = _files(tmp_path / "prices")
+    # the same rows again, at a later time: nothing changes, not even ingested_at
+    result = upsert(_prices(["NVDA"], ["2025-01-02", "2025-01-03", "2025-01-06"], at="2026-02-01T00:00:00Z"), PRICES, tmp_path)
+    assert result.partitions_written == [] and result.partitions_unchanged == ["market=US/year=2025"]
+    assert _files(tmp_path / "prices") == first
+    # one date restated: only that row changes; other dates untouched; no duplicates
+    upsert(_prices(["NVDA"], ["2025-01-03"], close=11.0, at="2026-03-01T00:00:00Z"), PRICES, tmp_path)
+    df = pd.read_parquet(tmp_path / "prices").sort_values("date")
+    assert list(df["close"]) == [10.0, 11.0, 10.0]
+    assert df["ingested_at"].dt.month.tolist() == [1, 3, 1]
+    assert not df.duplicated(["symbol", "date"]).any()
+
+
+def test_a_crash_before_publish_leaves_the_old_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    upsert(_prices(["NVDA"], ["2025-01-02"]), PRICES, tmp_path)
+    before = _files(tmp_path / "prices")
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(store.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        upsert(_prices(["NVDA", "AMD"], ["2025-01-02", "2025-01-03"], close=12.0), PRICES, tmp_path)
+    assert _files(tmp_path / "prices") == before
+    assert list((tmp_path / "_staging").iterdir()) == []  # the half-made file was removed
+    assert pd.read_parquet(tmp_path / "prices")["close"].tolist() == [10.0]
+
+
+def test_a_killed_writer_leaves_only_staging_debris_that_readers_never_see(tmp_path: Path) -> None:
+    upsert(_prices(["NVDA"], ["2025-01-02"]), PRICES, tmp_path)
+    (tmp_path / "_staging").mkdir(exist_ok=True)
+    (tmp_path / "_staging" / "dead.parquet").write_bytes(b"PAR1 truncated")
+    assert ds.dataset(tmp_path / "prices", partitioning="hive").to_table().num_rows == 1
+
+
+def test_rows_sharing_a_key_are_refused(tmp_path: Path) -> None:
+    frame = pd.concat([_prices(["NVDA"], ["2025-01-02"]), _prices(["NVDA"], ["2025-01-02"], close=3.0)])
+    with pytest.raises(ValueError, match="share a key"):
+        upsert(frame, PRICES, tmp_path)
+    assert not (tmp_path / "prices").exists()
+
+
+def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    import fcntl
+    import subprocess
+    import sys
+
+    lock = tmp_path / "_locks" / "prices.lock"
+    code = (
+        "import sys, os\nfrom pathlib import Path\nfrom aimoves.store import dataset_lock\n"
+        f"with dataset_lock(Path({str(tmp_path)!r}), 'prices'):\n    print('held', flush=True)\n    os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "held" in proc.stdout and proc.returncode == -9
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held
