@@ -76,8 +76,17 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
         for note in m.notes:
             out.print(f"{m.market} note: {note}", highlight=False)
     data = Path(summary.data_dir)
-    out.print(f"Finished in {elapsed:.1f} s. Wrote prices to {data / 'prices'}, quarantined rows to {data / 'quarantine' / 'prices'}, "
-              f"raw fetches to {data / 'raw' / 'prices'}, run record to {data / '_runs' / (summary.run_id + '.json')}.", highlight=False)
+    wrote = [
+        f"{what} to {data / path}"
+        for what, path, count in (
+            ("prices", "prices", sum(m.passed for m in summary.markets)),
+            ("quarantined rows", "quarantine/prices", sum(m.quarantined for m in summary.markets)),
+            ("raw fetches", "raw/prices", sum(1 for m in summary.markets if m.raw_path)),
+        )
+        if count
+    ]
+    wrote.append(f"the run record to {data / '_runs' / (summary.run_id + '.json')}")
+    out.print(f"Finished in {elapsed:.1f} s. Wrote {', '.join(wrote)}.", highlight=False)
     if strict and summary.needs_attention:
         err.print("[yellow]--strict: rows were quarantined or symbols failed; exiting 1[/]")
         return 1

@@ -17,21 +17,26 @@ yfinance 1.7 keeps those errors in a per-call context that `download()` discards
 (`yfinance.shared._ERRORS`, which older versions filled in, is no longer written). The only
 place they surface is the summary `download()` logs on the `yfinance` logger at its end,
 `"['SYM1', 'SYM2']: <message>"`; this module reads that summary with a logging filter bound to
-the calling thread (and still looks at `shared._ERRORS` for older versions). Then, per symbol
-of the batch without bars:
+the calling thread and takes those records out of the log (the failure records carry them; it
+still looks at `shared._ERRORS` for older versions). Then, per symbol of the batch without bars:
 
 * a rate limit (HTTP 429, "Too Many Requests", `YFRateLimitError`) or a transient error
   (timeout, connection error, HTTP 5xx) is retried, for those symbols only, with exponential
   backoff and jitter (`backoff_seconds * 2**(attempt-1) * U(0.5, 1.5)`), up to `max_attempts`
   attempts in all; if it persists, the failure reason says so ("rate limit" / "transient");
-* any other error becomes `FetchFailure(symbol, reason)` with yfinance's message in the reason;
+* "possibly delisted; no timezone found" / "no price data found" is retried once: yfinance says
+  it for a symbol Yahoo does not know, but also when its time zone lookup got an HTTP 5xx or the
+  chart request got an HTML error page (it cannot tell them apart);
+* any other error becomes `FetchFailure(symbol, reason)` with yfinance's message in the reason
+  (URL queries cut, they carry the crumb);
 * no bars and no error: `FetchFailure(symbol, "no bars returned for START..END")`.
 
 So every requested symbol ends with bars or with a failure record, never silently empty.
 
 `payloads` hold one `RawPayload("<market>-batchNNN.parquet", "table", ...)` per batch: the long-form
 bars of that batch as an Arrow table (the library's frame is the closest form yfinance exposes).
-`notes` say how many symbols needed a retry.
+`notes` say how many symbols needed a retry. yfinance upper-cases tickers; `Ticker` is mapped
+back to the symbol as requested.
 
 `session` is handed to yfinance's `session=` (a `requests.Session` or a curl_cffi Session;
 None: yfinance makes its default curl_cffi session). NOTE: yfinance keeps one process-wide
@@ -212,7 +217,8 @@ class YahooSource:
 
     def fetch_prices(self, request: PriceRequest) -> PriceBatch:
         symbols = list(dict.fromkeys(request.symbols))
-        batches = [symbols[i : i + self.batch_size] for i in range(0, len(symbols), max(1, self.batch_size))]
+        size = max(1, self.batch_size)
+        batches = [symbols[i : i + size] for i in range(0, len(symbols), size)]
         frames: list[pd.DataFrame] = []
         payloads: list[RawPayload] = []
         failures: list[FetchFailure] = []
@@ -311,7 +317,7 @@ class YahooSource:
         finally:
             yf_log.removeFilter(capture)
         errors = {sym: _clean(msg) for sym, msg in capture.errors.items()}
-        # NOTE: yfinance < 1.0 recorded per-symbol errors in shared._ERRORS; 1.7 no longer does.
+        # NOTE: older yfinance recorded per-symbol errors in shared._ERRORS; 1.7 no longer does.
         legacy = getattr(yf_shared, "_ERRORS", None) or {}
         for sym in names:
             if sym not in errors and sym in legacy:

@@ -1,0 +1,3 @@
+from aimoves.cli import app
+
+app(prog_name="aimoves")

@@ -1,0 +1,225 @@
+"""YahooSource against a fake Yahoo on 127.0.0.1: the real yfinance code parses the fixtures.
+
+See tests/fakeyahoo.py for how the session reaches the fake server and for the fixture format.
+Nothing here contacts the network except the `live` test (deselected by default).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import date, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yfinance as yf
+import yfinance.cache as yf_cache
+
+from aimoves.normalize import normalize_prices
+from aimoves.sources.base import YAHOO_COLUMNS, PriceRequest
+from aimoves.sources.yahoo import YahooSource, classify_error, to_long_form
+from fakeyahoo import FakeYahoo, FakeSymbol, daily_bars
+
+# NYSE sessions 2025-01-21..31 (2025-01-20 is Martin Luther King Jr. Day).
+US_DAYS = [date(2025, 1, d) for d in (21, 22, 23, 24, 27, 28, 29, 30, 31)]
+# HKEX sessions: 2025-01-28 is a half day, 29..31 closed for the Lunar New Year.
+HK_DAYS = [date(2025, 1, d) for d in (20, 21, 22, 23, 24, 27, 28)]
+START, END = date(2025, 1, 20), date(2025, 1, 31)
+
+
+def fixtures() -> dict[str, FakeSymbol]:
+    return {
+        "AAA": FakeSymbol(daily_bars(US_DAYS, 100.0, volume=1_000_000)),
+        "BBB": FakeSymbol(daily_bars(US_DAYS, 50.0, volume=2_000_000)),
+        # NOTE: stamped at local midnight, i.e. 16:00 UTC of the *previous* day: the bar must
+        # still land on the Hong Kong trading day.
+        "0700.HK": FakeSymbol(daily_bars(HK_DAYS, 400.0), timezone="Asia/Hong_Kong", currency="HKD", exchange="HKG", stamp=time(0, 0)),
+    }
+
+
+UNKNOWN = ("NOPE", "NADA")
+
+
+@pytest.fixture(scope="module")
+def yf_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # NOTE: yfinance keeps each symbol's time zone in an on-disk SQLite cache whose location can
+    # only be changed before its first use in the process (later set_tz_cache_location calls
+    # are silently ignored by the already open cache). Point it away from the user's cache once.
+    path = tmp_path_factory.mktemp("yfinance-cache")
+    yf.set_tz_cache_location(str(path))
+    return path
+
+
+@pytest.fixture()
+def fake(yf_cache_dir: Path) -> Iterator[FakeYahoo]:
+    # Forget the fixture symbols' time zones, so every test sees the same request sequence.
+    tz_cache = yf_cache.get_tz_cache()
+    for symbol in [*fixtures(), *UNKNOWN]:
+        tz_cache.store(symbol, None)
+    with FakeYahoo(fixtures()) as server:
+        yield server
+
+
+def source(fake: FakeYahoo, **kw: object) -> YahooSource:
+    return YahooSource(session=fake.session(), backoff_seconds=0.001, timeout_seconds=5, **kw)  # type: ignore[arg-type]
+
+
+def us(*symbols: str) -> PriceRequest:
+    return PriceRequest("US", symbols, START, END)
+
+
+def test_two_symbols_parse_to_long_form(fake: FakeYahoo) -> None:
+    batch = source(fake).fetch_prices(us("AAA", "BBB"))
+
+    assert list(batch.bars.columns) == YAHOO_COLUMNS
+    assert batch.failures == []
+    assert batch.source == "yahoo"
+    assert batch.bars.groupby("Ticker").size().to_dict() == {"AAA": 9, "BBB": 9}
+    assert not batch.bars[["Open", "High", "Low", "Close", "Adj Close", "Volume"]].isna().any().any()
+    # A bar stamped 2025-01-27 09:30 America/New_York is the 27th.
+    aaa = batch.bars[batch.bars["Ticker"] == "AAA"].set_index("Date")
+    assert [d.date() for d in pd.to_datetime(aaa.index)] == US_DAYS
+    bar = aaa.loc[pd.Timestamp("2025-01-27")]
+    assert (bar["Open"], bar["High"], bar["Low"], bar["Close"], bar["Adj Close"], bar["Volume"]) == (103.5, 105.0, 103.0, 104.0, 102.96, 1_000_004)
+    bbb = batch.bars[batch.bars["Ticker"] == "BBB"].set_index("Date")
+    assert bbb.loc[pd.Timestamp("2025-01-31"), "Close"] == 58.0
+    assert bbb.loc[pd.Timestamp("2025-01-31"), "Volume"] == 2_000_008
+    # yfinance asked for [start, end + 1 day) in exchange-local midnights.
+    chart = [q for host, path, q in fake.requests if path == "/v8/finance/chart/AAA" and "period1" in q]
+    p1 = int(pd.Timestamp("2025-01-20", tz="America/New_York").timestamp())
+    p2 = int(pd.Timestamp("2025-02-01", tz="America/New_York").timestamp())
+    assert chart and f"period1={p1}&period2={p2}" in chart[0]
+
+
+def test_dates_normalize_to_exchange_days(fake: FakeYahoo) -> None:
+    us_batch = source(fake).fetch_prices(us("AAA", "BBB"))
+    norm = normalize_prices(us_batch, "US")
+    assert len(norm.prices) == 18 and norm.rejected.empty
+    assert sorted({d.date() for d in norm.prices["date"]}) == US_DAYS
+    assert norm.prices.loc[norm.prices["date"] == pd.Timestamp("2025-01-27"), "close"].tolist() == [104.0, 54.0]
+
+    hk_batch = source(fake).fetch_prices(PriceRequest("HK", ("0700.HK",), START, END))
+    assert hk_batch.failures == []
+    assert [pd.Timestamp(d).date() for d in hk_batch.bars["Date"]] == HK_DAYS
+    hk = normalize_prices(hk_batch, "HK").prices
+    assert [d.date() for d in hk["date"]] == HK_DAYS
+    assert hk.loc[hk["date"] == pd.Timestamp("2025-01-27"), "close"].item() == 405.0
+
+
+def test_unknown_symbol_is_a_failure_and_others_still_return(fake: FakeYahoo) -> None:
+    batch = source(fake).fetch_prices(us("AAA", "NOPE"))
+
+    assert batch.symbols_returned == {"AAA"}
+    assert len(batch.bars) == 9
+    assert [f.symbol for f in batch.failures] == ["NOPE"]
+    reason = batch.failures[0].reason
+    assert "no bars for 2025-01-20..2025-01-31" in reason
+    # yfinance 1.7 reports an unknown symbol as a quoteSummary 404 (first two per process) or
+    # as "possibly delisted; no timezone found" (after that): either way the reason says so.
+    assert "unknown to Yahoo" in reason or "delisted" in reason
+    assert "crumb=" not in reason  # the URL's query (with the crumb) is cut from the message
+
+
+def test_a_batch_where_nothing_returns_is_empty_with_failures(fake: FakeYahoo) -> None:
+    batch = source(fake).fetch_prices(us("NOPE", "NADA"))
+    assert batch.bars.empty and list(batch.bars.columns) == YAHOO_COLUMNS
+    assert sorted(f.symbol for f in batch.failures) == ["NADA", "NOPE"]
+    assert len(batch.payloads) == 1 and batch.payloads[0].data.num_rows == 0
+
+
+def test_rate_limited_twice_then_ok_is_retried(fake: FakeYahoo) -> None:
+    fake.misbehave("BBB", status=429, times=2)
+    batch = source(fake).fetch_prices(us("AAA", "BBB"))
+
+    assert batch.failures == []
+    assert batch.bars.groupby("Ticker").size().to_dict() == {"AAA": 9, "BBB": 9}
+    assert batch.notes == ["1 symbols retried after rate limit"]
+    assert fake.chart_calls["AAA"] == 2  # time zone + bars, once: AAA was not retried
+    assert fake.chart_calls["BBB"] >= 4  # two 429s, then time zone + bars
+
+
+def test_always_rate_limited_ends_as_failure(fake: FakeYahoo) -> None:
+    fake.misbehave("BBB", status=429, times=None)
+    batch = source(fake, max_attempts=3).fetch_prices(us("AAA", "BBB"))
+
+    assert batch.symbols_returned == {"AAA"}
+    assert [f.symbol for f in batch.failures] == ["BBB"]
+    reason = batch.failures[0].reason
+    assert "rate limit" in reason and "3 attempts" in reason and "Too Many Requests" in reason
+    assert fake.chart_calls["BBB"] >= 3
+
+
+def test_server_error_is_retried_once_the_time_zone_is_known(fake: FakeYahoo) -> None:
+    src = source(fake)
+    src.fetch_prices(us("AAA"))  # yfinance now has AAA's time zone (as after any earlier run)
+    fake.misbehave("AAA", status=500, times=2)
+    batch = src.fetch_prices(us("AAA"))
+    assert batch.failures == [] and len(batch.bars) == 9
+    assert batch.notes == ["1 symbols retried after a transient error"]
+
+    fake.misbehave("AAA", status=500, times=None)
+    batch = source(fake, max_attempts=2).fetch_prices(us("AAA"))
+    assert batch.bars.empty
+    assert batch.failures[0].symbol == "AAA" and "transient error on all 2 attempts" in batch.failures[0].reason
+
+
+def test_payloads_hold_each_batch_frame(fake: FakeYahoo, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="aimoves.sources.yahoo"):
+        batch = source(fake, batch_size=1).fetch_prices(us("AAA", "BBB"))
+
+    assert [p.name for p in batch.payloads] == ["US-batch001.parquet", "US-batch002.parquet"]
+    assert all(p.kind == "table" and isinstance(p.data, pa.Table) for p in batch.payloads)
+    for payload, symbol in zip(batch.payloads, ["AAA", "BBB"]):
+        table = payload.data.to_pandas()
+        assert list(table.columns) == YAHOO_COLUMNS
+        expected = batch.bars[batch.bars["Ticker"] == symbol].reset_index(drop=True)
+        pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    assert "US batch 2/2: 1 symbols" in caplog.text
+    # yfinance's own "1 Failed download" noise is taken out of the log (the failure records say it)
+    assert "Failed download" not in caplog.text
+
+
+def test_long_form_selects_levels_by_name() -> None:
+    idx = pd.DatetimeIndex(["2025-01-27", "2025-01-28"], name="Date")
+    cols = pd.MultiIndex.from_product([["X", "Y"], ["Adj Close", "Close", "High", "Low", "Open", "Volume"]], names=["Ticker", "Price"])
+    frame = pd.DataFrame(np.arange(24, dtype=float).reshape(2, 12), index=idx, columns=cols)
+    frame.loc[pd.Timestamp("2025-01-28"), "Y"] = np.nan  # yfinance's padding for a missing bar
+    long = to_long_form(frame, {"X": "x"})
+    assert list(long.columns) == YAHOO_COLUMNS
+    assert long[["Date", "Ticker", "Close", "Volume"]].values.tolist() == [
+        [pd.Timestamp("2025-01-27"), "x", 1.0, 5.0],
+        [pd.Timestamp("2025-01-28"), "x", 13.0, 17.0],
+        [pd.Timestamp("2025-01-27"), "Y", 7.0, 11.0],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("YFRateLimitError('Too Many Requests. Rate limited. Try after a while.')", "rate_limit"),
+        ("HTTPError('429 Client Error: Too Many Requests for url: https://query2.finance.yahoo.com/x')", "rate_limit"),
+        ("ReadTimeout('Operation timed out after 30001 milliseconds')", "transient"),
+        ("ConnectionError('Connection reset by peer')", "transient"),
+        ("HTTPError('503 Server Error: Service Unavailable for url: https://query2.finance.yahoo.com/x')", "transient"),
+        ("possibly delisted; no timezone found", "ambiguous"),
+        ("possibly delisted; no price data found  (1d 2025-01-20 -> 2025-02-01)", "ambiguous"),
+        ("HTTPError('404 Client Error: Not Found for url: https://query2.finance.yahoo.com/v10/finance/quoteSummary/NOPE')", "unknown"),
+        ("Data doesn't exist for startDate = 1737349200, endDate = 1738386000", "permanent"),
+    ],
+)
+def test_classify_error(message: str, kind: str) -> None:
+    assert classify_error(message) == kind
+
+
+@pytest.mark.live
+def test_live_nvda_one_week() -> None:
+    """Real Yahoo: NVDA in the DeepSeek week (run with `pytest -m live`)."""
+    batch = YahooSource(backoff_seconds=5).fetch_prices(PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 31)))
+    assert batch.failures == [], batch.failures
+    assert [pd.Timestamp(d).date() for d in batch.bars["Date"]] == [date(2025, 1, d) for d in (27, 28, 29, 30, 31)]
+    assert (batch.bars[["Open", "High", "Low", "Close", "Adj Close"]] > 0).all().all()
+    closes = batch.bars.set_index("Date")["Close"]
+    assert 100 < closes.iloc[0] < 140  # NVDA closed about 118.4 on 2025-01-27, down 17%
