@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,9 +109,22 @@ def list_manifests(data_dir: Path, dataset: str = "prices") -> list[dict]:
     return out
 
 
-def clean_staging(data_dir: Path) -> None:
-    """Remove leftovers of killed runs under `_staging/` (never visible to readers)."""
+def clean_staging(data_dir: Path, older_than_hours: float = 6.0) -> int:
+    """Remove what killed runs left under `_staging/` (never visible to readers).
+
+    Only entries older than `older_than_hours` go, so a concurrent run's files in progress stay.
+    """
     staging = data_dir / "_staging"
-    if staging.is_dir():
-        for child in staging.iterdir():
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    if not staging.is_dir():
+        return 0
+    cutoff = time.time() - older_than_hours * 3600
+    removed = 0
+    for child in staging.iterdir():
+        try:
+            if child.stat().st_mtime >= cutoff:
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

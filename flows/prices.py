@@ -47,8 +47,10 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
     for plan in plans:
         try:
             report = run_market(plan, price_source, universe, data_dir, summary.run_id, now)
-        except AimovesError as exc:
-            report = pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", error=str(exc))
+        except Exception as exc:  # one market's failure must not stop the others; the run fails at the end
+            if not isinstance(exc, AimovesError):
+                logger.exception("%s failed", plan.market)
+            report = pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, AimovesError) else str(exc))
         if report.closed:
             logger.info("%s: %s", plan.market, report.closed)
         elif report.error:
@@ -69,7 +71,18 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
     return summary
 
 
-@flow(name="backfill", flow_run_name="backfill-{start}-to-{end}")
+def _run_name() -> str:
+    """backfill-US+HK-2025-01-02-to-2025-02-28, daily-HK-2025-01-28, daily-US-latest."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    markets = "+".join(p.get("markets") or MARKETS)
+    if flow_run.flow_name == "backfill":
+        return f"backfill-{markets}-{p.get('start')}-to-{p.get('end')}"
+    return f"daily-{markets}-{p.get('day') or 'latest'}"
+
+
+@flow(name="backfill", flow_run_name=_run_name)
 def backfill(
     start: date,
     end: date,
@@ -91,7 +104,7 @@ def backfill(
     return run_prices("backfill", plans, settings, stocks, Path(data_dir))
 
 
-@flow(name="daily", flow_run_name="daily-{day}")
+@flow(name="daily", flow_run_name=_run_name)
 def daily(
     day: date | None = None,
     markets: list[str] = list(MARKETS),

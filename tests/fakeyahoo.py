@@ -6,9 +6,10 @@ whose transport sends every `*.yahoo.com` request to this server instead.
 What yfinance 1.7 requests for `yf.download(..., start=, end=, interval="1d")`, per symbol
 (read from `yfinance/data.py`, `base.py`, `scrapers/history.py`):
 
-* cookie and crumb, once per process (the `YfData` singleton keeps them):
-  `GET https://fc.yahoo.com` (any answer will do; real Yahoo answers 404 plus a cookie), then
-  `GET https://query1.finance.yahoo.com/v1/test/getcrumb` (the crumb, as plain text). After any
+* cookie and crumb: `GET https://fc.yahoo.com` (any answer will do; real Yahoo answers 404 plus
+  a cookie; asked again before each request while yfinance holds no Yahoo cookie), then, once
+  per process (the `YfData` singleton keeps it), `GET
+  https://query1.finance.yahoo.com/v1/test/getcrumb` (the crumb, as plain text). After any
   HTTP status >= 400 yfinance switches to its "csrf" cookie strategy and back, which reads
   `https://guce.yahoo.com/consent` (here: a page without a csrfToken, so it gives up at once) and
   `https://query2.finance.yahoo.com/v1/test/getcrumb`, then repeats the request once.
@@ -53,8 +54,13 @@ Misbehaving on purpose: `fake.misbehave(symbol, status=429, times=2)` answers th
 requests naming that symbol (chart or quoteSummary) with HTTP 429 ("Too Many Requests", plain
 text, as Yahoo does), `times=None` for ever; `status=500` answers HTTP 500 with Yahoo's JSON error
 shape. Note that one `yf.download` attempt can make two chart requests per symbol (time zone,
-then bars) and repeats any request once after a status >= 400. `fake.requests` records `(host, path, query)` of every
-request, `fake.chart_calls[symbol]` counts chart requests.
+then bars) and repeats any request once after a status >= 400. `fake.seen` records
+`(host, path, query)` of every request, `fake.chart_calls[symbol]` counts chart requests.
+
+One difference from production: yfinance catches `HTTPError` as imported from its backend
+(curl_cffi when installed), so with a `requests.Session` the quoteSummary 404 for an unknown
+symbol escapes as `HTTPError('404 Client Error: Not Found ...')` where a curl_cffi session gets
+it logged and ends with "possibly delisted; no timezone found". Tests should accept both.
 """
 
 from __future__ import annotations
@@ -108,7 +114,7 @@ class _Misbehaviour:
 @dataclass
 class FakeYahoo:
     fixtures: dict[str, FakeSymbol]
-    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    seen: list[tuple[str, str, str]] = field(default_factory=list)  # (host, path, query) of each request
     chart_calls: Counter = field(default_factory=Counter)
     _misbehave: dict[str, _Misbehaviour] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
@@ -256,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path, query = parts.path, parse_qs(parts.query)
         with fake._lock:
-            fake.requests.append((host, path, parts.query))
+            fake.seen.append((host, path, parts.query))
         if host == "fc.yahoo.com":
             self._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
         elif path == "/v1/test/getcrumb":

@@ -88,7 +88,7 @@ def test_two_symbols_parse_to_long_form(fake: FakeYahoo) -> None:
     assert bbb.loc[pd.Timestamp("2025-01-31"), "Close"] == 58.0
     assert bbb.loc[pd.Timestamp("2025-01-31"), "Volume"] == 2_000_008
     # yfinance asked for [start, end + 1 day) in exchange-local midnights.
-    chart = [q for host, path, q in fake.requests if path == "/v8/finance/chart/AAA" and "period1" in q]
+    chart = [q for host, path, q in fake.seen if path == "/v8/finance/chart/AAA" and "period1" in q]
     p1 = int(pd.Timestamp("2025-01-20", tz="America/New_York").timestamp())
     p2 = int(pd.Timestamp("2025-02-01", tz="America/New_York").timestamp())
     assert chart and f"period1={p1}&period2={p2}" in chart[0]

@@ -144,11 +144,17 @@ class _DownloadErrors(logging.Filter):
         self.errors: dict[str, str] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.thread != self.thread or record.levelno < logging.ERROR:
+        if record.levelno < logging.ERROR:
             return True
         try:
             text = record.getMessage().strip()
         except Exception:  # a record we cannot format is not ours to judge
+            return True
+        # The same error as in the summary, logged once more per symbol as "$SYM: message",
+        # from a download worker thread when threads > 1.
+        if text.startswith("$") and text[1:].split(":", 1)[0].upper() in self.symbols:
+            return False
+        if record.thread != self.thread:
             return True
         if _FAILED_HEADER.match(text):
             return False
@@ -160,9 +166,6 @@ class _DownloadErrors(logging.Filter):
                 return True
             for sym in syms:
                 self.errors[str(sym).upper()] = summary.group(2).strip()
-            return False
-        # The same error, logged once more per symbol as "$SYM: message" (sequential downloads).
-        if text.startswith("$") and text[1:].split(":", 1)[0].upper() in self.symbols:
             return False
         return True
 
