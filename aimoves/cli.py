@@ -75,13 +75,29 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             out.print(f"{m.market} failed symbol {f['symbol']}: {f['reason']}", highlight=False)
         for note in m.notes:
             out.print(f"{m.market} note: {note}", highlight=False)
+    if summary.fx:
+        fx = summary.fx
+        line = f"fx {fx.get('window', '')}: {fx.get('passed', 0):,} rates, {fx.get('quarantined', 0)} quarantined"
+        if fx.get("failures"):
+            line += "; failed: " + ", ".join(f"{f['symbol']} ({f['reason']})" for f in fx["failures"])
+        if fx.get("error"):
+            line += f"; [yellow]{fx['error']}: USD columns stay empty for those dates[/]"
+        out.print(line, highlight=False)
+    for report in (summary.stock_moves, summary.sector_moves):
+        if report and report.window:
+            out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
+    if summary.sector_moves and summary.sector_moves.blocked:
+        out.print(f"[yellow]sector moves not computed (prices batch failed):[/] {', '.join(summary.sector_moves.blocked)}", highlight=False)
     data = Path(summary.data_dir)
     wrote = [
         f"{what} to {data / path}"
         for what, path, count in (
             ("prices", "prices", sum(m.passed for m in summary.markets)),
             ("quarantined rows", "quarantine/prices", sum(m.quarantined for m in summary.markets)),
-            ("raw fetches", "raw/prices", sum(1 for m in summary.markets if m.raw_path)),
+            ("raw fetches", "raw/", sum(1 for m in summary.markets if m.raw_path)),
+            ("fx", "fx", (summary.fx or {}).get("passed", 0)),
+            ("stock moves", "stock_moves", getattr(summary.stock_moves, "passed", 0)),
+            ("sector moves", "sector_moves", getattr(summary.sector_moves, "passed", 0)),
         )
         if count
     ]
@@ -189,6 +205,43 @@ def universe_cmd(universe: UniverseOpt = None) -> None:
         table.add_row(market, sector, " ".join(symbols))
     out.print(table)
     out.print(f"{len(u.stocks)} stocks; benchmarks: {dict(u.benchmarks)}; fx: {dict(u.fx)}", highlight=False)
+
+
+@app.command()
+def report(
+    event: Annotated[Optional[str], typer.Option("--event", help="Event date (YYYY-MM-DD): moves from the session before it to --after sessions after.")] = None,
+    before: Annotated[Optional[int], typer.Option("--before", help="With --event: sessions before the event to show (default 5).")] = None,
+    after: Annotated[Optional[int], typer.Option("--after", help="With --event: sessions after the event to show (default 10).")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="Instead of --event: first date of a window (YYYY-MM-DD).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="With --start: last date of the window (YYYY-MM-DD).")] = None,
+    data_dir: DataDirOpt = Path("data"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the report's PNG, markdown and HTML.")] = Path("reports"),
+) -> None:
+    """Chart and tables of sector moves per region around --event, or from --start to --end (no Prefect needed)."""
+    try:
+        event_d, start_d, end_d = _date(event, "--event"), _date(start, "--start"), _date(end, "--end")
+        if event_d is None and start_d is None and end_d is None:
+            raise AimovesError("give --event DATE, or --start DATE --end DATE")
+        if event_d is not None and (start_d is not None or end_d is not None):
+            raise AimovesError("give either --event or --start/--end, not both")
+        if event_d is None and (start_d is None or end_d is None):
+            raise AimovesError("a window needs both --start and --end")
+        if event_d is None and (before is not None or after is not None):
+            raise AimovesError("--before/--after go with --event, not with --start/--end")
+        if end_d is not None and start_d is not None and end_d < start_d:
+            raise AimovesError(f"--end {end} is before --start {start}")
+        if (before is not None and before < 0) or (after is not None and after < 0):
+            raise AimovesError("--before and --after are numbers of sessions, 0 or more")
+    except AimovesError as exc:
+        _fail(str(exc))
+    from aimoves.report import write_report
+
+    try:
+        files = write_report(data_dir, out_dir, event=event_d, before=5 if before is None else before,
+                             after=10 if after is None else after, start=start_d, end=end_d)
+    except AimovesError as exc:
+        _fail(str(exc), 1)
+    out.print(f"Wrote the report: {files.png}, {files.markdown}, {files.html}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover

@@ -20,7 +20,7 @@ from aimoves.calendars import last_known_session, sessions, sessions_back
 from aimoves.errors import AimovesError
 from aimoves.markets import MARKET_INFO, MARKETS
 from aimoves.normalize import NormalizedPrices, rejected_from_source
-from aimoves.schema import PRICES, QUARANTINE_PRICES
+from aimoves.schema import PRICES, QUARANTINE_PRICES, DatasetSpec
 from aimoves.sources.base import PriceBatch, PriceRequest, PriceSource
 from aimoves.store import WriteResult, upsert
 from aimoves.universe import Universe
@@ -134,6 +134,12 @@ def latest_settled_session(market: str, now: datetime, buffer_minutes: int = 30)
     raise AimovesError(f"no settled {market} session in the 15 days before {now}")
 
 
+def next_session(market: str, day: date) -> date:
+    """The first session strictly after `day`."""
+    s = sessions(market, day + pd.Timedelta(days=1), day + pd.Timedelta(days=20))
+    return s.dates[0].date()
+
+
 def exchange_today(market: str, now: datetime | None = None) -> date:
     now = now or datetime.now(UTC)
     return pd.Timestamp(now).tz_convert(MARKET_INFO[market].timezone).date()
@@ -151,8 +157,9 @@ def _row_ids(frame: pd.DataFrame) -> list[str]:
 
 
 def prices_for_write(validation: ValidationResult, plan: MarketPlan, ingested_at: datetime) -> pd.DataFrame:
-    """Passed rows inside the write window, with the stamps and partition columns."""
-    rows = _in_window(validation.passed, plan.write_start, plan.write_end).copy()
+    """Passed rows of the whole fetched window (warm-up included: it is the newest data we have),
+    with the stamps and partition columns."""
+    rows = _in_window(validation.passed, plan.request.start, plan.write_end).copy()
     rows["ingested_at"] = pd.Timestamp(ingested_at)
     rows["year"] = rows["date"].dt.year
     return rows
@@ -162,12 +169,12 @@ def quarantine_for_write(
     validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, run_id: str, now: datetime
 ) -> pd.DataFrame:
     """Every quarantined row of the write window: failed checks, unreadable rows, unparsable dates."""
-    parts = [_in_window(validation.quarantined, plan.write_start, plan.write_end)]
+    parts = [_in_window(validation.quarantined, plan.request.start, plan.write_end)]
     for extra, expectation in ((normalized.rejected, "row_readable"), (rejected_from_source(batch, plan.market), "row_readable")):
         if len(extra):
             extra = extra.copy()
             extra["expectation"] = expectation
-            window = extra["date"].isna() | ((extra["date"] >= pd.Timestamp(plan.write_start)) & (extra["date"] <= pd.Timestamp(plan.write_end)))
+            window = extra["date"].isna() | ((extra["date"] >= pd.Timestamp(plan.request.start)) & (extra["date"] <= pd.Timestamp(plan.write_end)))
             parts.append(extra[window])
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -202,6 +209,7 @@ class MarketReport:
     closed: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    blocked_dates: list[date] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
@@ -217,7 +225,7 @@ def market_report(
     quarantine_written: int,
     raw_path: Path | None,
 ) -> MarketReport:
-    passed_in_window = _in_window(validation.passed, plan.write_start, plan.write_end)
+    passed_in_window = _in_window(validation.passed, plan.request.start, plan.write_end)
     notes = list(batch.notes) + list(normalized.notes)
     if plan.provisional:
         notes.append(
@@ -227,7 +235,7 @@ def market_report(
     return MarketReport(
         market=plan.market,
         source=batch.source,
-        window=f"{plan.write_start}..{plan.write_end}",
+        window=f"{plan.request.start}..{plan.write_end}",
         requested_symbols=len(plan.request.symbols),
         bars_fetched=len(batch.bars),
         failures=[asdict(f) for f in batch.failures],
@@ -252,6 +260,9 @@ class RunSummary:
     data_dir: str
     started_at: str
     markets: list[MarketReport] = field(default_factory=list)
+    fx: dict | None = None
+    stock_moves: object | None = None  # derive.DeriveReport
+    sector_moves: object | None = None  # derive.DeriveReport
     finished_at: str | None = None
 
     @property
@@ -287,3 +298,31 @@ def write_prices(frame: pd.DataFrame, data_dir: Path) -> WriteResult:
 
 def write_quarantine(frame: pd.DataFrame, data_dir: Path) -> WriteResult:
     return upsert(frame, QUARANTINE_PRICES, data_dir)
+
+
+def blocked_dates(validation: ValidationResult, plan: MarketPlan, share: float) -> list[date]:
+    """Sessions of the write window whose batch failed: no valid row, or more than `share` quarantined."""
+    if plan.closed_reason:
+        return []
+    days = sessions(plan.market, plan.request.start, plan.write_end).dates
+    passed = validation.passed["date"].value_counts() if len(validation.passed) else pd.Series(dtype=int)
+    bad = validation.quarantined["date"].value_counts() if len(validation.quarantined) else pd.Series(dtype=int)
+    out = []
+    for day in days:
+        ok, q = int(passed.get(day, 0)), int(bad.get(day, 0))
+        if ok == 0 or q / (ok + q) > share:
+            out.append(day.date())
+    return out
+
+
+def with_quarantine_stamps(rows: pd.DataFrame, run_id: str, now: datetime) -> pd.DataFrame:
+    rows = rows.copy()
+    rows["quarantined_at"] = pd.Timestamp(now)
+    rows["run_id"] = run_id
+    if "date" in rows:
+        rows["year"] = pd.to_datetime(rows["date"]).dt.year
+    return rows
+
+
+def write_dataset(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResult:
+    return upsert(frame, spec, data_dir)

@@ -84,3 +84,109 @@ QUARANTINE_PRICES = DatasetSpec(
     sort_by=("symbol", "date", "row_id"),
     stamps=("quarantined_at", "run_id"),
 )
+
+FX = DatasetSpec(
+    name="fx",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("currency", pa.string(), nullable=False),
+            pa.field("usd_rate", pa.float64()),  # USD per one unit of the currency
+            pa.field("symbol", pa.string()),  # the Yahoo FX symbol it came from (HKDUSD=X)
+            pa.field("source", pa.string()),
+            pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+            pa.field("dq_flags", pa.list_(pa.string())),
+            pa.field("year", pa.int16(), nullable=False),
+        ]
+    ),
+    partition_by=("year",),
+    key=("currency", "date"),
+    sort_by=("currency", "date"),
+    stamps=("ingested_at",),
+)
+
+STOCK_MOVES = DatasetSpec(
+    name="stock_moves",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("symbol", pa.string(), nullable=False),
+            pa.field("market", pa.string(), nullable=False),
+            pa.field("sector", pa.string()),
+            pa.field("ret", pa.float64()),  # simple return of adj_close from the symbol's previous session
+            pa.field("ret_usd", pa.float64()),  # the same in USD (null where an FX rate is missing)
+            pa.field("zscore", pa.float64()),  # ret / trailing volatility of the symbol's own returns
+            pa.field("big_move", pa.bool_()),
+            pa.field("news_ids", pa.list_(pa.string())),
+            # added columns
+            pa.field("prev_date", pa.date32()),  # the previous session the return is measured from
+            pa.field("company", pa.string()),
+            pa.field("mcap_usd_prev", pa.float64()),  # shares_outstanding × previous close, in USD (cap weight)
+            pa.field("is_benchmark", pa.bool_()),
+            pa.field("dq_flags", pa.list_(pa.string())),
+            pa.field("year", pa.int16(), nullable=False),
+        ]
+    ),
+    partition_by=("market", "year"),
+    key=("symbol", "date"),
+    sort_by=("symbol", "date"),
+)
+
+SECTOR_MOVES = DatasetSpec(
+    name="sector_moves",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("region", pa.string(), nullable=False),  # US, HK, CN or ALL
+            pa.field("sector", pa.string(), nullable=False),
+            pa.field("n_members", pa.int32()),
+            pa.field("n_traded", pa.int32()),
+            pa.field("ret_ew", pa.float64()),
+            pa.field("ret_cw", pa.float64()),
+            pa.field("ret_ew_usd", pa.float64()),
+            pa.field("ret_cw_usd", pa.float64()),
+            pa.field("excess_vs_benchmark", pa.float64()),
+            pa.field("advancers", pa.int32()),
+            pa.field("decliners", pa.int32()),
+            pa.field("top_symbol", pa.string()),
+            pa.field("top_ret", pa.float64()),
+            pa.field("bottom_symbol", pa.string()),
+            pa.field("bottom_ret", pa.float64()),
+            pa.field("news_count", pa.int32()),
+            pa.field("sentiment_mean", pa.float64()),
+            pa.field("market_open", pa.bool_()),
+            # added columns
+            pa.field("benchmark_ret", pa.float64()),
+            pa.field("dq_flags", pa.list_(pa.string())),
+            pa.field("year", pa.int16(), nullable=False),
+        ]
+    ),
+    partition_by=("region", "year"),
+    key=("date", "sector"),
+    sort_by=("date", "sector"),
+)
+
+
+def quarantine_of(spec: DatasetSpec) -> DatasetSpec:
+    """The quarantine dataset of a derived dataset: its columns plus expectation, reason, stamps."""
+    extra = [
+        pa.field("expectation", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("quarantined_at", pa.timestamp("us", tz="UTC")),
+        pa.field("run_id", pa.string()),
+    ]
+    fields = [f for f in spec.schema if f.name not in spec.partition_by and f.name != "ingested_at"]
+    parts = [spec.schema.field(k) for k in spec.partition_by]
+    return DatasetSpec(
+        name=f"quarantine/{spec.name}",
+        schema=pa.schema([*fields, *extra, *parts]),
+        partition_by=spec.partition_by,
+        key=(*spec.key, "expectation"),
+        sort_by=spec.sort_by,
+        stamps=("quarantined_at", "run_id"),
+    )
+
+
+QUARANTINE_FX = quarantine_of(FX)
+QUARANTINE_STOCK_MOVES = quarantine_of(STOCK_MOVES)
+QUARANTINE_SECTOR_MOVES = quarantine_of(SECTOR_MOVES)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from aimoves.raw import fsync_dir
@@ -162,3 +163,33 @@ def upsert(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResul
             result.partitions_written.append(part)
             result.rows_changed += len(group)
     return result
+
+
+def read_frame(spec: DatasetSpec, data_dir: Path, start: object = None, end: object = None, **equals: list[str] | None) -> pd.DataFrame:
+    """Rows of a dataset as pandas (date as datetime64, partition keys as plain values); empty if absent.
+
+    `equals` filters a column to a list of values (e.g. market=["US", "HK"]); None means no filter.
+    """
+    root = data_dir / spec.name
+    columns = [f.name for f in spec.schema]
+    if not root.is_dir():
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    dataset = ds.dataset(root, format="parquet", partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive"))
+    expr = None
+    clauses = []
+    if start is not None:
+        clauses.append(ds.field("date") >= pa.scalar(pd.Timestamp(start).date(), pa.date32()))
+    if end is not None:
+        clauses.append(ds.field("date") <= pa.scalar(pd.Timestamp(end).date(), pa.date32()))
+    for column, values in equals.items():
+        if values is not None:
+            clauses.append(ds.field(column).isin(list(values)))
+    for clause in clauses:
+        expr = clause if expr is None else expr & clause
+    frame = dataset.to_table(filter=expr).to_pandas()
+    if "date" in frame:
+        frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
+    for key in spec.partition_by:
+        if key in frame and isinstance(frame[key].dtype, pd.CategoricalDtype):
+            frame[key] = frame[key].astype(frame[key].cat.categories.dtype)
+    return frame

@@ -118,6 +118,44 @@ def _reason(template: str, row: dict) -> str:
         return template
 
 
+def split_by_suite(
+    suite: str, frame: pd.DataFrame, base_columns: list[str], parameters: dict | None = None, context: dict | None = None
+) -> ValidationResult:
+    """Run `suite` on `frame`; critical failures → quarantined (expectation, reason), warnings → dq_flags.
+
+    `frame` holds `base_columns` plus any derived columns the suite checks; results keep only
+    `base_columns` (and `dq_flags` merged with any the frame already has).
+    """
+    frame = frame.reset_index(drop=True)
+    results = run_suite(suite, frame, parameters or {})
+    n = len(frame)
+    critical: list[list[str]] = [[] for _ in range(n)]
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    flags: list[list[str]] = [list(f) for f in frame["dq_flags"]] if "dq_flags" in frame else [[] for _ in range(n)]
+    failed: dict[str, int] = {}
+    for r in results:
+        if r["success"] or not r["rows"]:
+            continue
+        failed[r["name"]] = len(r["rows"])
+        for i in r["rows"]:
+            if r["severity"] == "critical":
+                row = {**(context or {}), **frame.iloc[i].to_dict()}
+                if isinstance(row.get("date"), pd.Timestamp):
+                    row["date"] = row["date"].date()
+                critical[i].append(r["name"])
+                reasons[i].append(_reason(r["meta"].get("reason", r["name"]), row))
+            else:
+                flags[i].append(r["name"])
+    bad = np.array([bool(c) for c in critical], dtype=bool)
+    base = [c for c in base_columns if c != "dq_flags"]
+    passed = frame.loc[~bad, base].reset_index(drop=True)
+    passed["dq_flags"] = [sorted(set(f)) for f, b in zip(flags, bad) if not b]
+    quarantined = frame.loc[bad, base].reset_index(drop=True)
+    quarantined["expectation"] = [",".join(c) for c, b in zip(critical, bad) if b]
+    quarantined["reason"] = ["; ".join(r) for r, b in zip(reasons, bad) if b]
+    return ValidationResult(passed, quarantined, failed)
+
+
 def validate_prices(
     prices: pd.DataFrame,
     market: str,
@@ -129,33 +167,9 @@ def validate_prices(
     if prices.empty:
         return ValidationResult(prices.assign(dq_flags=[]), prices.assign(expectation=[], reason=[]), batch_error="no rows to validate: nothing usable was fetched")
     frame = add_price_checks(prices.reset_index(drop=True), market, today, extra_holidays)
-    results = run_suite("prices", frame, {"universe_symbols": sorted(universe_symbols)})
-    n = len(frame)
-    critical: list[list[str]] = [[] for _ in range(n)]
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    flags: list[list[str]] = [[] for _ in range(n)]
-    failed: dict[str, int] = {}
-    context = {"calendar": MARKET_INFO[market].calendar}
-    for r in results:
-        if r["success"] or not r["rows"]:
-            continue
-        failed[r["name"]] = len(r["rows"])
-        for i in r["rows"]:
-            if r["severity"] == "critical":
-                row = {**context, **frame.iloc[i].to_dict()}
-                row["date"] = row["date"].date() if isinstance(row["date"], pd.Timestamp) else row["date"]
-                critical[i].append(r["name"])
-                reasons[i].append(_reason(r["meta"].get("reason", r["name"]), row))
-            else:
-                flags[i].append(r["name"])
-    bad = np.array([bool(c) for c in critical], dtype=bool)
-    base = list(prices.columns)
-    passed = frame.loc[~bad, base].reset_index(drop=True)
-    passed["dq_flags"] = [sorted(f) for f, b in zip(flags, bad) if not b]
-    quarantined = frame.loc[bad, base].reset_index(drop=True)
-    quarantined["expectation"] = [",".join(c) for c, b in zip(critical, bad) if b]
-    quarantined["reason"] = ["; ".join(r) for r, b in zip(reasons, bad) if b]
-    return ValidationResult(passed, quarantined, failed)
+    return split_by_suite(
+        "prices", frame, list(prices.columns), {"universe_symbols": sorted(universe_symbols)}, {"calendar": MARKET_INFO[market].calendar}
+    )
 
 
 def now_utc() -> datetime:

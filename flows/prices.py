@@ -13,6 +13,8 @@ from aimoves.markets import MARKETS
 from aimoves.raw import clean_staging
 from aimoves.sources.base import PriceSource
 from aimoves.universe import Universe, load_universe
+from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
+from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
 
 
@@ -34,7 +36,9 @@ def run_market(plan: pipeline.MarketPlan, source: PriceSource, universe: Univers
     normalized = t.normalize(batch, plan.market)
     checked = t.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
     written, quarantined = t.write(checked, normalized, batch, plan, data_dir, run_id, now)
-    return pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
+    report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
+    report.blocked_dates = pipeline.blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
+    return report
 
 
 def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.SourceSettings, universe: Universe, data_dir: Path) -> pipeline.RunSummary:
@@ -62,6 +66,23 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
                 ", ".join(report.partitions_written) or "none (unchanged)",
             )
         summary.markets.append(report)
+    derived = [(p, r) for p, r in zip(plans, summary.markets) if not r.closed and not r.error]
+    if derived:
+        # FX for the USD columns, then moves: every session whose prices were (re)written except the
+        # first of each fetch, whose return would mix freshly fetched and stored adj_close.
+        start = min(p.request.start for p, _ in derived)
+        end = max(p.write_end for p, _ in derived)
+        try:
+            summary.fx = td.fx(price_source, universe, start, end, data_dir, summary.run_id, now)
+        except Exception as exc:  # FX trouble leaves USD columns null and flagged; it never stops prices
+            logger.warning("FX update failed: %s", exc)
+            summary.fx = {"error": f"{type(exc).__name__}: {exc}"}
+        windows = [DeriveWindow(p.market, pipeline.next_session(p.market, p.request.start), p.write_end) for p, _ in derived]
+        blocked = {(r.market, d) for _, r in derived for d in r.blocked_dates}
+        summary.stock_moves = td.stock_moves(data_dir, universe, windows, summary.run_id, now)
+        summary.sector_moves = td.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
+        if blocked:
+            logger.warning("sector moves not computed for %s: the prices batch failed there", ", ".join(summary.sector_moves.blocked or []))
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, data_dir)
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]

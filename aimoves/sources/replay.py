@@ -34,11 +34,12 @@ def _overlaps(manifest: dict, request: PriceRequest) -> bool:
 class ReplaySource:
     data_dir: Path
     name: str = "replay"
+    dataset: str = "prices"  # or "fx"
 
     def fetch_prices(self, request: PriceRequest) -> PriceBatch:
         wanted = set(request.symbols)
         frames, rejected, failures, notes = [], [], [], []
-        manifests = [m for m in list_manifests(self.data_dir) if _overlaps(m, request)]
+        manifests = [m for m in list_manifests(self.data_dir, "fx" if request.market == "FX" else self.dataset) if _overlaps(m, request)]
         for order, manifest in enumerate(manifests):
             folder = Path(manifest["_path"])
             for payload in manifest["payloads"]:

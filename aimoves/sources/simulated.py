@@ -58,7 +58,7 @@ class SimulatedSource:
 
     def fetch_prices(self, request: PriceRequest) -> PriceBatch:
         bars = simulate_bars(request, self.sectors, self.seed, self.shock_date)
-        if self.inject_defects and len(bars):
+        if self.inject_defects and len(bars) and request.market != "FX":
             bars = _inject_defects(bars, request)
         table = pa.Table.from_pandas(bars, preserve_index=False)
         return PriceBatch(
@@ -79,6 +79,8 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
     market = request.market
     if request.end < EPOCH:
         return pd.DataFrame(columns=["Date", "Ticker", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
+    if market == "FX":
+        return simulate_fx(request, seed)
     cal = sessions(market, EPOCH, request.end)
     days = cal.dates
     n = len(days)
@@ -137,6 +139,34 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
     if not frames:
         return pd.DataFrame(columns=["Date", "Ticker", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
     return pd.concat(frames, ignore_index=True)
+
+
+# Simulated USD value of one unit: HKD held in its 7.75–7.85 band, CNY drifting around 7.2 per USD.
+FX_BASE = {"HKD": (1 / 7.80, 0.0004), "CNY": (1 / 7.15, 0.0015)}
+
+
+def simulate_fx(request: PriceRequest, seed: int) -> pd.DataFrame:
+    """Daily FX bars (weekdays) for symbols like HKDUSD=X: USD per unit of the currency."""
+    days = pd.bdate_range(EPOCH, request.end)
+    keep = days >= pd.Timestamp(request.start)
+    frames = []
+    for symbol in request.symbols:
+        currency = symbol[:3]
+        base, vol = FX_BASE.get(currency, (1.0, 0.003))
+        steps = _rng(seed, "fx", symbol).normal(0, vol, len(days))
+        level = np.cumsum(steps)
+        if currency == "HKD":  # NOTE: pegged: mean-reverting inside the band, not a random walk
+            level = np.clip(steps.cumsum() * 0.05, -0.006, 0.006)
+        rate = base * np.exp(level)
+        inverse = symbol.startswith("USD") or (len(symbol) == 5 and symbol.endswith("=X"))
+        value = 1 / rate if inverse else rate
+        frames.append(
+            pd.DataFrame(
+                {"Date": days[keep], "Ticker": symbol, "Open": value[keep], "High": value[keep] * 1.0005, "Low": value[keep] * 0.9995,
+                 "Close": value[keep], "Adj Close": value[keep], "Volume": 0}
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["Date", "Ticker", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
 
 
 def _inject_defects(bars: pd.DataFrame, request: PriceRequest) -> pd.DataFrame:

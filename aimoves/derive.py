@@ -1,0 +1,314 @@
+"""Stock and sector moves from stored prices and FX: plain pandas, no Prefect.
+
+The method (weights, FX timing, missing members, membership, dual listings) is documented in
+docs/methodology.md; the constants below are the ones it names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from aimoves.calendars import sessions
+from aimoves.markets import MARKET_INFO, MARKETS
+from aimoves.universe import SECTORS, Universe
+
+log = logging.getLogger(__name__)
+
+VOL_WINDOW = 60  # sessions of the symbol's own returns behind its z-score
+VOL_MIN_PERIODS = 20  # fewer returns than this: no z-score
+BIG_MOVE_Z = 3.0  # |zscore| at or above this is a big move
+BLOCK_QUARANTINE_SHARE = 0.2  # a market-date with more of its rows quarantined is not aggregated
+LOOKBACK_DAYS = 130  # calendar days of stored prices read before a derive window (> VOL_WINDOW sessions)
+REGIONS = (*MARKETS, "ALL")
+
+
+@dataclass(frozen=True)
+class DeriveWindow:
+    market: str
+    start: date
+    end: date
+
+
+def _fx_lookup(fx: pd.DataFrame) -> dict[str, pd.Series]:
+    if fx.empty:
+        return {}
+    return {cur: g.set_index("date")["usd_rate"] for cur, g in fx.groupby("currency")}
+
+
+def _rates(lookup: dict[str, pd.Series], currency: pd.Series, dates: pd.Series) -> np.ndarray:
+    out = np.full(len(dates), np.nan)
+    usd = (currency == "USD").to_numpy()
+    out[usd] = 1.0
+    for cur, series in lookup.items():
+        mask = (currency == cur).to_numpy()
+        if mask.any():
+            out[mask] = series.reindex(pd.DatetimeIndex(dates[mask])).to_numpy()
+    return out
+
+
+def _expected_previous_session(market: pd.Series, dates: pd.Series) -> pd.Series:
+    """For each (market, date): the exchange's session before `date`."""
+    out = pd.Series(pd.NaT, index=dates.index, dtype="datetime64[ns]")
+    if dates.empty:
+        return out
+    for m in market.unique():
+        mask = market == m
+        d = dates[mask]
+        s = sessions(m, (d.min() - pd.Timedelta(days=20)).date(), d.max().date()).dates
+        pos = s.searchsorted(d.to_numpy())
+        prev = np.where(pos > 0, s[np.maximum(pos - 1, 0)], np.datetime64("NaT"))
+        out[mask] = prev
+    return out
+
+
+def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Universe, windows: list[DeriveWindow]) -> pd.DataFrame:
+    """Moves of every symbol of the windows' markets, for the windows' dates.
+
+    `prices` holds stored rows (date as datetime64) reaching at least LOOKBACK_DAYS before each
+    window; returns run from the symbol's previous stored session.
+    """
+    if prices.empty:
+        return pd.DataFrame(columns=["date", "symbol", "market"])
+    p = prices.sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+    p["date"] = pd.to_datetime(p["date"])
+    by_symbol = p.groupby("symbol", sort=False)
+    p["prev_date"] = by_symbol["date"].shift(1)
+    prev_adj = by_symbol["adj_close"].shift(1)
+    prev_close = by_symbol["close"].shift(1)
+    p["ret"] = p["adj_close"] / prev_adj - 1
+    vol = p.groupby("symbol", sort=False)["ret"].rolling(VOL_WINDOW, min_periods=VOL_MIN_PERIODS).std()
+    vol = vol.reset_index(level=0, drop=True).reindex(p.index)
+    p["vol"] = vol.groupby(p["symbol"], sort=False).shift(1)  # trailing: today's return is not in its own yardstick
+
+    in_window = np.zeros(len(p), dtype=bool)
+    for w in windows:
+        in_window |= ((p["market"] == w.market) & (p["date"] >= pd.Timestamp(w.start)) & (p["date"] <= pd.Timestamp(w.end))).to_numpy()
+    p = p[in_window].copy()
+    prev_close = prev_close[in_window]
+
+    lookup = _fx_lookup(fx)
+    fx_t = _rates(lookup, p["currency"], p["date"])
+    fx_prev = _rates(lookup, p["currency"], p["prev_date"])
+    p["ret_usd"] = (1 + p["ret"]) * fx_t / fx_prev - 1
+    p["zscore"] = p["ret"] / p["vol"].where(p["vol"] > 0)
+    p["big_move"] = (p["zscore"].abs() >= BIG_MOVE_Z).fillna(False).astype(bool)
+
+    stocks = {s.symbol: s for s in universe.stocks}
+    benchmarks = set(universe.benchmarks.values())
+    p["sector"] = p["symbol"].map(lambda s: stocks[s].sector if s in stocks else None)
+    p["company"] = p["symbol"].map(lambda s: stocks[s].company_key if s in stocks else s)
+    p["is_benchmark"] = p["symbol"].isin(benchmarks)
+    shares = p["symbol"].map(lambda s: stocks[s].shares_outstanding if s in stocks else None).astype("float64")
+    p["mcap_usd_prev"] = shares * prev_close * fx_prev
+
+    gap = p["prev_date"].notna() & (p["prev_date"] != _expected_previous_session(p["market"], p["date"]))
+    fx_missing = p["ret"].notna() & np.isnan(p["ret_usd"].to_numpy())
+    flags = [
+        [f for f, on in (("return_spans_gap", g), ("fx_missing", x)) if on]
+        for g, x in zip(gap.to_numpy(), fx_missing.to_numpy())
+    ]
+    p["dq_flags"] = flags
+    p["news_ids"] = [[] for _ in range(len(p))]
+    p["year"] = p["date"].dt.year
+    p["ret_is_finite"] = np.isfinite(p["ret"].fillna(0)) & np.isfinite(p["ret_usd"].fillna(0))
+    cols = ["date", "symbol", "market", "sector", "ret", "ret_usd", "zscore", "big_move", "news_ids", "prev_date", "company",
+            "mcap_usd_prev", "is_benchmark", "dq_flags", "year", "ret_is_finite"]
+    return p[cols].reset_index(drop=True)
+
+
+def _membership(universe: Universe, dates: pd.DatetimeIndex) -> pd.DataFrame:
+    """dates × stocks boolean: the stock is a member on that date (since/until)."""
+    d = dates.to_numpy()[:, None]
+    since = np.array([np.datetime64(s.since) if s.since else np.datetime64("1900-01-01") for s in universe.stocks], dtype="datetime64[ns]")
+    until = np.array([np.datetime64(s.until) if s.until else np.datetime64("2200-01-01") for s in universe.stocks], dtype="datetime64[ns]")
+    return pd.DataFrame((d >= since[None, :]) & (d <= until[None, :]), index=dates, columns=[s.symbol for s in universe.stocks])
+
+
+def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
+    """Per (date, sector) aggregates of traded members (sorted by date, sector, symbol)."""
+    g = traded.groupby(["date", "sector"], sort=True)
+    w = traded["mcap_usd_prev"]
+    has_w = w.notna() & traded[ret].notna()
+    traded = traded.assign(
+        _w=w.where(has_w),
+        _wr=(w * traded[ret]).where(has_w),
+        _wr_usd=(w * traded[ret_usd]).where(has_w),
+        _usd_missing=traded[ret_usd].isna(),
+        _adv=traded[ret] > 0,
+        _dec=traded[ret] < 0,
+    )
+    g = traded.groupby(["date", "sector"], sort=True)
+    agg = g.agg(
+        n_traded=(ret, "count"),
+        ret_ew=(ret, "mean"),
+        ret_ew_usd=(ret_usd, "mean"),
+        usd_missing=("_usd_missing", "sum"),
+        w_sum=("_w", "sum"),
+        w_count=("_w", "count"),
+        wr=("_wr", "sum"),
+        wr_usd=("_wr_usd", "sum"),
+        advancers=("_adv", "sum"),
+        decliners=("_dec", "sum"),
+    )
+    top = traded.loc[g[ret].idxmax().dropna().astype(int)].set_index(["date", "sector"])
+    bottom = traded.loc[g[ret].idxmin().dropna().astype(int)].set_index(["date", "sector"])
+    agg["top_symbol"], agg["top_ret"] = top["symbol"], top[ret]
+    agg["bottom_symbol"], agg["bottom_ret"] = bottom["symbol"], bottom[ret]
+    full_w = agg["w_count"] == agg["n_traded"]  # cap weights only when every traded member has a cap
+    agg["ret_cw"] = (agg["wr"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0))
+    agg["ret_cw_usd"] = (agg["wr_usd"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0) & (agg["usd_missing"] == 0))
+    agg["ret_ew_usd"] = agg["ret_ew_usd"].where(agg["usd_missing"] == 0)
+    weights = traded["_w"] / traded.groupby(["date", "sector"])["_w"].transform("sum")
+    agg["cw_weight_sum"] = weights.groupby([traded["date"], traded["sector"]]).sum(min_count=1).where(full_w)
+    agg["ew_weight_sum"] = (1.0 / agg["n_traded"]) * agg["n_traded"]
+    return agg
+
+
+def compute_sector_moves(
+    moves: pd.DataFrame,
+    universe: Universe,
+    regions: list[str],
+    start: date,
+    end: date,
+    blocked: set[tuple[str, date]] | None = None,
+) -> pd.DataFrame:
+    """Sector moves for `regions` (markets and/or ALL) on every date from `start` to `end` when any market traded."""
+    blocked = blocked or set()
+    open_by_market = {m: sessions(m, start, end, universe.extra_holidays.get(m, ())).dates for m in MARKETS}  # type: ignore[call-overload]
+    all_dates = open_by_market["US"].union(open_by_market["HK"]).union(open_by_market["CN"])
+    if len(all_dates) == 0:
+        return pd.DataFrame()
+    members = _membership(universe, all_dates)
+    stocks = list(universe.stocks)
+    sector_of = {s.symbol: s.sector for s in stocks}
+    market_of = {s.symbol: s.market for s in stocks}
+    order = {s.symbol: i for i, s in enumerate(stocks)}
+    moves = moves.copy()
+    moves["date"] = pd.to_datetime(moves["date"])
+    moves = moves[moves["date"].isin(all_dates)]
+    is_blocked = pd.Series([(m, d.date()) in blocked for m, d in zip(moves["market"], moves["date"])], index=moves.index, dtype=bool)
+    listed = moves[moves["symbol"].isin(order) & moves["ret"].notna() & ~is_blocked]
+    if len(listed):
+        rows, cols = all_dates.get_indexer(listed["date"]), members.columns.get_indexer(listed["symbol"])
+        listed = listed[members.to_numpy()[rows, cols]]
+    listed = listed.assign(sector=listed["symbol"].map(sector_of), _order=listed["symbol"].map(order))
+    bench_ret = moves[moves["is_benchmark"]].set_index(["market", "date"])["ret"] if "is_benchmark" in moves else pd.Series(dtype=float)
+
+    frames = []
+    for region in regions:
+        if region == "ALL":
+            # One listing per company: the first, in universe order, that traded that day (in USD).
+            traded = listed.sort_values(["date", "_order"]).drop_duplicates(["date", "company"])
+            company_members = members.T.groupby([s.company_key for s in stocks], sort=False).max().T
+            first_sector = {}
+            for s in stocks:
+                first_sector.setdefault(s.company_key, s.sector)
+            n_members = company_members.T.groupby(pd.Series(first_sector)[company_members.columns].to_numpy()).sum().T
+            agg = _aggregate(traded.sort_values(["date", "sector", "symbol"]).reset_index(drop=True), "ret_usd", "ret_usd")
+            is_open = pd.Series(True, index=all_dates)
+            for d in all_dates:
+                is_open[d] = any(d in open_by_market[m] for m in MARKETS)
+        else:
+            traded = listed[listed["market"] == region]
+            cols = [s.symbol for s in stocks if s.market == region]
+            n_members = members[cols].T.groupby(pd.Series({c: sector_of[c] for c in cols})[cols].to_numpy()).sum().T if cols else pd.DataFrame(index=all_dates)
+            agg = _aggregate(traded.sort_values(["date", "sector", "symbol"]).reset_index(drop=True), "ret", "ret_usd")
+            is_open = pd.Series(all_dates.isin(open_by_market[region]), index=all_dates)
+        grid = pd.MultiIndex.from_product([all_dates, list(SECTORS)], names=["date", "sector"])
+        out = agg.reindex(grid)
+        out["n_members"] = [int(n_members.at[d, s]) if s in n_members.columns else 0 for d, s in grid]
+        out["market_open"] = [bool(is_open[d]) for d, _ in grid]
+        out = out.reset_index()
+        out["region"] = region
+        # Blocked market-dates are not aggregated; in ALL they contribute nothing and are flagged.
+        keep = [not (region != "ALL" and (region, d.date()) in blocked) for d in out["date"]]
+        out = out[keep]
+        out["dq_flags"] = [
+            [f"blocked:{m}" for m in MARKETS if (m, d.date()) in blocked] if region == "ALL" else [] for d in out["date"]
+        ]
+        if region == "ALL":
+            out["benchmark_ret"] = np.nan
+        else:
+            out["benchmark_ret"] = [bench_ret.get((region, d), np.nan) for d in out["date"]]
+        out = out[(out["n_members"] > 0)]
+        frames.append(out)
+    result = pd.concat(frames, ignore_index=True)
+    result["n_traded"] = result["n_traded"].fillna(0).astype(int)
+    for c in ("advancers", "decliners"):
+        result[c] = result[c].fillna(0).astype(int)
+    result["excess_vs_benchmark"] = result["ret_ew"] - result["benchmark_ret"]
+    result["news_count"] = 0
+    result["sentiment_mean"] = np.nan
+    result["advancers_plus_decliners"] = result["advancers"] + result["decliners"]
+    result["closed_without_returns"] = result["market_open"] | result["ret_ew"].isna()
+    result["year"] = result["date"].dt.year
+    cols = ["date", "region", "sector", "n_members", "n_traded", "ret_ew", "ret_cw", "ret_ew_usd", "ret_cw_usd", "excess_vs_benchmark",
+            "advancers", "decliners", "top_symbol", "top_ret", "bottom_symbol", "bottom_ret", "news_count", "sentiment_mean", "market_open",
+            "benchmark_ret", "dq_flags", "year", "cw_weight_sum", "ew_weight_sum", "advancers_plus_decliners", "closed_without_returns"]
+    return result[cols].sort_values(["region", "date", "sector"]).reset_index(drop=True)
+
+
+@dataclass
+class DeriveReport:
+    dataset: str
+    window: str
+    passed: int = 0
+    flagged: int = 0
+    quarantined: int = 0
+    failed_expectations: dict[str, int] | None = None
+    partitions_written: list[str] | None = None
+    blocked: list[str] | None = None
+
+
+def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run_id: str, now, window: str) -> DeriveReport:  # noqa: ANN001
+    from aimoves.pipeline import with_quarantine_stamps, write_dataset
+    from aimoves.validate import split_by_suite
+
+    base = [f.name for f in spec.schema]
+    if frame.empty:
+        return DeriveReport(spec.name, window)
+    result = split_by_suite(suite, frame, base)
+    written = write_dataset(result.passed, spec, data_dir)
+    if len(result.quarantined):
+        write_dataset(with_quarantine_stamps(result.quarantined, run_id, now), qspec, data_dir)
+    return DeriveReport(
+        spec.name, window, passed=len(result.passed), flagged=int((result.passed["dq_flags"].map(len) > 0).sum()),
+        quarantined=len(result.quarantined), failed_expectations=result.failed_expectations, partitions_written=written.partitions_written,
+    )
+
+
+def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow], run_id: str, now) -> DeriveReport:  # noqa: ANN001
+    """Read stored prices and FX, compute stock moves for the windows, validate, write."""
+    from aimoves.schema import FX, PRICES, QUARANTINE_STOCK_MOVES, STOCK_MOVES
+    from aimoves.store import read_frame
+
+    if not windows:
+        return DeriveReport("stock_moves", "")
+    lo, hi = min(w.start for w in windows), max(w.end for w in windows)
+    prices = read_frame(PRICES, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi, market=sorted({w.market for w in windows}))
+    fx = read_frame(FX, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi)
+    moves = compute_stock_moves(prices, fx, universe, windows)
+    return _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, f"{lo}..{hi}")
+
+
+def derive_sector_moves(
+    data_dir, universe: Universe, windows: list[DeriveWindow], blocked: set[tuple[str, date]], run_id: str, now  # noqa: ANN001
+) -> DeriveReport:
+    """Aggregate stored stock moves of every market into sector moves for the windows' regions and ALL."""
+    from aimoves.schema import QUARANTINE_SECTOR_MOVES, SECTOR_MOVES, STOCK_MOVES
+    from aimoves.store import read_frame
+
+    if not windows:
+        return DeriveReport("sector_moves", "")
+    lo, hi = min(w.start for w in windows), max(w.end for w in windows)
+    moves = read_frame(STOCK_MOVES, data_dir, lo, hi)
+    regions = [m for m in MARKETS if any(w.market == m for w in windows)] + ["ALL"]
+    sectors = compute_sector_moves(moves, universe, regions, lo, hi, blocked)
+    report = _split_and_write(sectors, "sector_moves", SECTOR_MOVES, QUARANTINE_SECTOR_MOVES, data_dir, run_id, now, f"{lo}..{hi}")
+    report.blocked = sorted(f"{m} {d}" for m, d in blocked if lo <= d <= hi)
+    return report

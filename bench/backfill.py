@@ -1,0 +1,757 @@
+#!/usr/bin/env python
+"""Backfill benchmark: the prices pipeline against a bare pandas+pyarrow floor.
+
+    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR]
+
+What it does
+------------
+1. Writes a synthetic universe of N stocks split round-robin across US / HK / CN (`SIM0001`,
+   `1001.HK`, `600001.SS`, `000001.SZ`, ...; sectors cycling through the five universe sectors).
+   No benchmarks, so exactly N symbols are fetched per run.
+2. Window: Y years ending 2025-12-31 (fixed, so runs are comparable), source `simulated`.
+3. **Pipeline**: the Prefect flow `aimoves.flows.prices.backfill`, called in-process. Each repeat
+   is a fresh child process with a fresh data dir. In that child the Prefect test server
+   (`prefect_test_harness`, a local uvicorn subprocess + temporary SQLite) is started and a
+   trivial flow is run first; both are timed and reported separately and are NOT counted in the
+   pipeline's wall time. Great Expectations is imported lazily by the first validation, so its
+   import and context set-up ARE counted (a real `aimoves backfill` pays them too).
+4. **Floor**: the same work as a bare pandas+pyarrow script (`floor_backfill` below), one fresh
+   child process and data dir per repeat: the same `SimulatedSource.fetch_prices` request per
+   market (warm-up sessions included, from `pipeline.plan_backfill`), the raw payload written as
+   Parquet with a manifest, normalization (rename, types, dates, all-NaN rows, identical
+   duplicates, sort), every expectation of `expectations/prices.json` evaluated as vectorized
+   numpy/pandas (nulls, positive prices, high/low pairs, volume, unique key, universe membership,
+   exchange sessions via exchange_calendars, future dates, the rolling-median unit-glitch ratio and
+   the daily-return flags), the good/quarantine split with `dq_flags` as a list column and
+   reasons for quarantined rows, and one zstd Parquet file per market/year partition (same file
+   schema, row groups and fsync per file as the pipeline) plus the quarantine rows. After the
+   repeats the benchmark checks with DuckDB that the floor wrote exactly the rows the pipeline
+   wrote (all columns except `ingested_at`), so the ratio measures orchestration and validation
+   overhead, not skipped work.
+5. **Daily**: Y years (and separately 1 year) of history are backfilled up to the day before the
+   last session of 2025 common to all markets (untimed); then `daily(day=<that session>)` runs
+   in-process, each repeat on a fresh hard-linked copy of that history (the store replaces files,
+   never edits them, so the copies stay independent). Server start excluded.
+6. **DuckDB**: `select * from read_parquet('<data>/prices/**/*.parquet', hive_partitioning=1)
+   where symbol = ?` on the last pipeline repeat's data, a new connection per repeat (page cache
+   warm: the files were just written). Also the number of Parquet files in prices/.
+
+How to read the output
+----------------------
+Every timing is the median of the repeats with min and max beside it. "peak RSS" is the child
+process's own `ru_maxrss` (the whole process: imports included; the Prefect server is a separate
+process and its peak is shown on its own line). rows/s = curated rows written / wall time.
+Targets are printed as PASS/FAIL lines; they are defined for 1,000 symbols x 10 years x 3
+markets, so on other sizes they are indicative only. The last line is always
+`ratio pipeline/floor: X.XX` (median pipeline wall / median floor wall).
+
+With --out DIR the data dirs (last repeat of each), child logs and results.json are kept in DIR;
+otherwise everything lives in a temporary directory that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+END = date(2025, 12, 31)
+MARKETS = ("US", "HK", "CN")
+SECTORS = ("semiconductors", "cloud", "ai_software", "internet_platforms", "hardware")
+TARGET_SIZE = (1000, 10)  # symbols, years the targets are defined for (3 markets)
+TARGET_RATIO = 2.0
+TARGET_RSS_GIB = 2.0
+TARGET_DAILY_S = 10.0
+TARGET_DAILY_DRIFT = 0.20
+TARGET_DUCKDB_S = 0.2
+TARGET_FILES = 500
+GIB = 1024**3
+MIB = 1024**2
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic universe and windows
+
+
+def universe_yaml(n: int) -> str:
+    lines = [
+        f"# Synthetic benchmark universe: {n} stocks round-robin over US/HK/CN, no benchmarks.",
+        "benchmarks: {}",
+        "stocks:",
+    ]
+    counts = dict.fromkeys(MARKETS, 0)
+    for i in range(n):
+        market = MARKETS[i % len(MARKETS)]
+        counts[market] += 1
+        k = counts[market]
+        if market == "US":
+            symbol = f"SIM{k:04d}"
+        elif market == "HK":
+            symbol = f"{1000 + k:04d}.HK"
+        else:
+            symbol = f"{600000 + (k + 1) // 2:06d}.SS" if k % 2 else f"{k // 2:06d}.SZ"
+        lines.append(f"  - {{symbol: \"{symbol}\", name: Sim {symbol}, market: {market}, sector: {SECTORS[i % len(SECTORS)]}}}")
+    return "\n".join(lines) + "\n"
+
+
+def window(years: int, end: date = END) -> tuple[date, date]:
+    """`years` calendar years ending on `end` (2016-01-01..2025-12-31 for 10)."""
+    if (end.month, end.day) == (12, 31):
+        return date(end.year - years + 1, 1, 1), end
+    return end.replace(year=end.year - years) + timedelta(days=1), end
+
+
+def daily_day(markets: list[str], end: date = END) -> date:
+    """The last date on or before `end` that is a session of every market."""
+    from aimoves.calendars import sessions
+
+    common = None
+    for m in markets:
+        days = set(sessions(m, end - timedelta(days=30), end).dates.date)
+        common = days if common is None else common & days
+    return max(common)
+
+
+# --------------------------------------------------------------------------------------------
+# The floor: the pipeline's work as a bare pandas + pyarrow script
+
+
+def floor_backfill(universe_path: str, start: date, end: date, markets: list[str], data_dir: Path, inject_defects: bool = False) -> dict:
+    """Fetch → raw → normalize → checks → split → partitioned writes, vectorized, no framework."""
+    import hashlib
+    import uuid
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aimoves.calendars import sessions
+    from aimoves.expectations import default_parameters, suite_definition
+    from aimoves.markets import MARKET_INFO, normalize_symbol
+    from aimoves.pipeline import plan_backfill
+    from aimoves.schema import PRICES, QUARANTINE_PRICES
+    from aimoves.sources.simulated import DEFAULT_SEED, DEFAULT_SHOCK, SimulatedSource
+    from aimoves.universe import load_universe
+
+    universe = load_universe(universe_path)
+    source = SimulatedSource(
+        sectors={s.symbol: s.sector for s in universe.stocks}, seed=DEFAULT_SEED, shock_date=DEFAULT_SHOCK, inject_defects=inject_defects
+    )
+    suite = suite_definition("prices")
+    params = default_parameters("prices")
+    now = datetime.now(UTC)
+    run_id = f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}"
+    stamp = np.datetime64(now.replace(tzinfo=None), "us")
+    totals = {"rows": 0, "flagged": 0, "quarantined": 0, "bars": 0}
+    price_cols = ["open", "high", "low", "close", "adj_close", "volume"]
+    yahoo = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "adj_close": "Adj Close", "volume": "Volume"}
+
+    def write_file(table: pa.Table, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as sink:
+            pq.write_table(table, sink, row_group_size=32_768, compression="zstd")
+            sink.flush()
+            os.fsync(sink.fileno())
+
+    def const(value: str, n: int) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).dictionary_decode()
+
+    def write_partitions(table: pa.Table, years: np.ndarray, dataset: str, market: str) -> None:
+        order = np.argsort(years, kind="stable")  # rows stay sorted by (symbol, date) inside a year
+        table, years = table.take(pa.array(order)), years[order]
+        bounds = np.flatnonzero(np.diff(years)) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(years)]):
+            write_file(table.slice(lo, hi - lo), data_dir / dataset / f"market={market}" / f"year={years[lo]}" / "part-0.parquet")
+
+    for market in markets:
+        plan = plan_backfill(universe, market, start, end)
+        if plan.closed_reason:
+            continue
+        info = MARKET_INFO[market]
+        extra = tuple(universe.extra_holidays.get(market, ()))
+
+        # fetch + raw log
+        batch = source.fetch_prices(plan.request)
+        bars = batch.bars
+        totals["bars"] += len(bars)
+        raw_dir = data_dir / "raw" / "prices" / batch.source / f"{now:%Y-%m-%d}" / f"{now:%Y%m%dT%H%M%S%f}Z-{market}-{uuid.uuid4().hex[:8]}"
+        raw_dir.mkdir(parents=True)
+        for payload in batch.payloads:
+            pq.write_table(payload.data, raw_dir / payload.name)
+        manifest = {"source": batch.source, "request": plan.request.as_dict(), "fetched_at": now.isoformat(), "failures": [f.reason for f in batch.failures]}
+        with open(raw_dir / "manifest.json", "w") as f:
+            json.dump(manifest, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+        # normalize: symbols (per unique value), numbers, exchange-local dates, empty rows, sort, duplicates
+        raw_codes, raw_names = pd.factorize(bars["Ticker"])
+        canonical = np.array([normalize_symbol(str(s)) for s in raw_names], dtype=object)
+        names, inverse = np.unique(canonical, return_inverse=True) if len(canonical) else (np.array([], dtype=object), np.array([], int))
+        code = np.where(raw_codes >= 0, inverse[raw_codes] if len(inverse) else -1, -1)
+        dates = bars["Date"]
+        if pd.api.types.is_datetime64_any_dtype(dates):
+            if getattr(dates.dt, "tz", None) is not None:
+                dates = dates.dt.tz_convert(info.timezone).dt.tz_localize(None)
+        else:
+            dates = pd.to_datetime(dates, errors="coerce", format="mixed", utc=True).dt.tz_convert(info.timezone).dt.tz_localize(None)
+        day = pd.DatetimeIndex(dates).normalize().to_numpy().astype("datetime64[D]")
+        no_date = np.isnat(day)
+        day = day.view("int64")
+        values = {c: pd.to_numeric(bars[yahoo[c]], errors="coerce").to_numpy("float64") if yahoo[c] in bars else np.full(len(bars), np.nan) for c in price_cols}
+        if "Adj Close" not in bars:
+            values["adj_close"] = values["close"]
+        empty = np.all([np.isnan(values[c]) for c in price_cols], axis=0)
+        unreadable = no_date & ~empty
+        keep = np.flatnonzero(~empty & ~unreadable)
+        keep = keep[np.lexsort((day[keep], code[keep]))]  # (symbol, date), stable
+        same_key = (code[keep][1:] == code[keep][:-1]) & (day[keep][1:] == day[keep][:-1])
+        if same_key.any():  # identical rows share a key: compare full rows only there
+            dup_rows = np.flatnonzero(np.r_[same_key, False] | np.r_[False, same_key])
+            sub = pd.DataFrame({"code": code[keep[dup_rows]], "day": day[keep[dup_rows]], **{c: values[c][keep[dup_rows]] for c in price_cols}})
+            drop = dup_rows[sub.duplicated(keep="first").to_numpy()]
+            keep = np.delete(keep, drop)
+        code, day = code[keep], day[keep]
+        col = {c: values[c][keep] for c in price_cols}
+        n = len(keep)
+
+        # derived check columns (as validate.add_price_checks)
+        if n:
+            s = sessions(market, date.fromordinal(int(day.min()) + 719163), date.fromordinal(int(day.max()) + 719163), extra)
+            session_days = s.dates.to_numpy().astype("datetime64[D]").view("int64")
+            col["is_exchange_session"] = np.isin(day, session_days)
+            col["is_provisional_session"] = np.isin(day, session_days[s.provisional])
+        else:
+            col["is_exchange_session"] = col["is_provisional_session"] = np.zeros(0, bool)
+        today = pd.Timestamp(now).tz_convert(info.timezone).date().toordinal() - 719163
+        col["is_future"] = day > today
+        adj = np.where(col["adj_close"] > 0, col["adj_close"], np.nan)
+        median = pd.Series(adj).groupby(code, sort=False).rolling(11, center=True, min_periods=1).median()
+        ratio = adj / median.droplevel(0).reindex(range(n)).to_numpy()
+        col["adj_close_vs_local_median"] = ratio
+        with np.errstate(invalid="ignore"):
+            clean = np.flatnonzero((ratio >= params["glitch_ratio_min"]) & (ratio <= params["glitch_ratio_max"]))
+        previous = np.r_[np.nan, adj[clean][:-1]]
+        previous[np.r_[True, code[clean][1:] != code[clean][:-1]]] = np.nan
+        col["daily_return"] = np.full(n, np.nan)
+        col["daily_return"][clean] = adj[clean] / previous - 1
+
+        # the suite, vectorized
+        universe_codes = np.flatnonzero(np.isin(names, list(plan.request.symbols)))
+
+        def param(v):
+            return params.get(v["$PARAMETER"]) if isinstance(v, dict) and "$PARAMETER" in v else v
+
+        def failing(exp: dict) -> np.ndarray:
+            kind, kw = exp["type"], exp["kwargs"]
+            with np.errstate(invalid="ignore"):
+                if kind == "expect_column_values_to_not_be_null":
+                    c = kw["column"]
+                    return code < 0 if c == "symbol" else np.zeros(n, bool) if c == "date" else np.isnan(col[c])
+                if kind == "expect_column_values_to_be_in_set":
+                    c = kw["column"]
+                    if c == "symbol":
+                        return (code >= 0) & ~np.isin(code, universe_codes)
+                    return ~np.isin(col[c], param(kw["value_set"]))
+                if kind == "expect_compound_columns_to_be_unique" and kw["column_list"] == ["symbol", "date"]:
+                    same = (code[1:] == code[:-1]) & (day[1:] == day[:-1])
+                    return np.r_[same, False] | np.r_[False, same]
+                if kind == "expect_column_values_to_be_between":
+                    x, lo, hi = col[kw["column"]], param(kw.get("min_value")), param(kw.get("max_value"))
+                    ok = np.ones(n, bool)
+                    if lo is not None:
+                        ok &= x > lo if kw.get("strict_min") else x >= lo
+                    if hi is not None:
+                        ok &= x < hi if kw.get("strict_max") else x <= hi
+                    return ~np.isnan(x) & ~ok
+                if kind == "expect_column_pair_values_a_to_be_greater_than_b":
+                    a, b = col[kw["column_A"]], col[kw["column_B"]]
+                    return a < b if kw.get("or_equal") else a <= b  # NaN on either side: ignored
+            raise NotImplementedError(f"floor has no vectorized form of {kind} {kw}; add one")
+
+        checks = [(e["meta"]["name"], e["severity"], e["meta"].get("reason", e["meta"]["name"]), failing(e)) for e in suite["expectations"]]
+        critical = [c for c in checks if c[1] == "critical"]
+        bad = np.any([c[3] for c in critical], axis=0) if critical and n else np.zeros(n, bool)
+        in_window = (day >= start.toordinal() - 719163) & (day <= end.toordinal() - 719163)
+
+        # passed rows of the window: curated table with dq_flags, one file per year
+        sel = np.flatnonzero(~bad & in_window)
+        warnings = sorted((c for c in checks if c[1] != "critical"), key=lambda c: c[0])
+        if warnings:
+            flag_matrix = np.stack([c[3][sel] for c in warnings], axis=1)
+            rows, which = np.nonzero(flag_matrix)  # row-major: per row, flags in name order
+            offsets = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(sel)))].astype(np.int32)
+            flag_names = pa.array([c[0] for c in warnings]).take(pa.array(which))
+            dq_flags = pa.ListArray.from_arrays(pa.array(offsets), flag_names)
+            totals["flagged"] += int((np.diff(offsets) > 0).sum())
+        else:
+            dq_flags = pa.array([[]] * len(sel), pa.list_(pa.string()))
+        arrays = {
+            "date": pa.array(day[sel].astype(np.int32), pa.int32()).view(pa.date32()),
+            "symbol": pa.DictionaryArray.from_arrays(pa.array(code[sel].astype(np.int32)), pa.array(names, pa.string())).dictionary_decode(),
+            "market": const(market, len(sel)),
+            "currency": const(info.currency, len(sel)),
+            **{c: pa.array(col[c][sel], from_pandas=True) for c in ("open", "high", "low", "close", "adj_close")},
+            "volume": pa.array(np.round(col["volume"][sel]), from_pandas=True).cast(pa.int64()),
+            "source": const(batch.source, len(sel)),
+            "ingested_at": pa.array(np.full(len(sel), stamp)).cast(pa.timestamp("us", tz="UTC")),
+            "dq_flags": dq_flags,
+        }
+        table = pa.Table.from_arrays([arrays[f.name] for f in PRICES.file_schema], schema=PRICES.file_schema)
+        years = day[sel].astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970
+        if len(sel):
+            write_partitions(table, years, "prices", market)
+        totals["rows"] += len(sel)
+
+        # quarantine: failing rows of the window (with every failed check and its reason) + unreadable rows
+        q = np.flatnonzero(bad & in_window)
+        records = []
+        for i in q:
+            row = {"calendar": info.calendar, "date": date.fromordinal(int(day[i]) + 719163), "symbol": names[code[i]] if code[i] >= 0 else None}
+            row.update({c: v[i] for c, v in col.items()})
+            failed = [(name, reason) for name, _, reason, mask in critical if mask[i]]
+            reasons = []
+            for _, template in failed:
+                try:
+                    reasons.append(template.format(**row))
+                except (KeyError, ValueError, TypeError):
+                    reasons.append(template)
+            records.append({**row, "expectation": ",".join(f for f, _ in failed), "reason": "; ".join(reasons)})
+        for i in np.flatnonzero(unreadable):
+            records.append({"date": None, "symbol": str(bars["Ticker"].iloc[i]), **{c: values[c][i] for c in price_cols},
+                            "expectation": "row_readable", "reason": f"date {bars['Date'].iloc[i]!r} is not a date"})
+        if records:
+            qf = pd.DataFrame(records)
+            qf["date"] = pd.to_datetime(qf["date"])
+            qf["market"], qf["currency"], qf["source"] = market, info.currency, batch.source
+            text = qf[["symbol", "date", "open", "high", "low", "close", "adj_close", "volume", "source"]].astype(str).agg("|".join, axis=1)
+            qf["row_id"] = [hashlib.blake2b(t.encode(), digest_size=10).hexdigest() for t in text]
+            qf["quarantined_at"] = pd.Timestamp(now)
+            qf["run_id"] = run_id
+            qf = qf.drop_duplicates(["row_id", "expectation"]).sort_values(["symbol", "date", "row_id"], kind="stable")
+            qyears = qf["date"].dt.year.fillna(now.year).astype(int).to_numpy()
+            qarrays = []
+            for f in QUARANTINE_PRICES.file_schema:
+                c = qf[f.name]
+                if f.name == "date":
+                    c = c.dt.date
+                elif f.name == "volume":
+                    c = c.round().astype("Int64")
+                qarrays.append(pa.array(c, type=f.type, from_pandas=True))
+            write_partitions(pa.Table.from_arrays(qarrays, schema=QUARANTINE_PRICES.file_schema), qyears, "quarantine/prices", market)
+            totals["quarantined"] += len(qf)
+    return totals
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes (one per measured run: honest peak RSS, fresh interpreter)
+
+
+def _rss_now() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _peak_self() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _prefect_session():
+    """Start the Prefect test server and warm the engine with a trivial flow; both timed."""
+    from contextlib import ExitStack
+
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    stack = ExitStack()
+    t0 = time.perf_counter()
+    stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+    server_s = time.perf_counter() - t0
+
+    @flow(name="bench-warmup")
+    def warmup() -> int:
+        return 1
+
+    t0 = time.perf_counter()
+    warmup()
+    return stack, server_s, time.perf_counter() - t0
+
+
+def _summary_counts(summary) -> dict:
+    return {
+        "rows": sum(m.passed for m in summary.markets),
+        "flagged": sum(m.flagged for m in summary.markets),
+        "quarantined": sum(m.quarantined for m in summary.markets),
+        "bars": sum(m.bars_fetched for m in summary.markets),
+    }
+
+
+def child_pipeline(spec: dict) -> dict:
+    from aimoves.flows.prices import backfill
+
+    profile = spec.get("profile")
+    stack, server_s, warm_s = _prefect_session()
+    try:
+        rss_start = _rss_now()
+        args = dict(markets=spec["markets"], source="simulated", data_dir=spec["data_dir"], universe=spec["universe"], inject_defects=spec["inject_defects"])
+        start, end = date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"])
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            t0 = time.perf_counter()
+            profiler.enable()
+            summary = backfill(start, end, **args)
+            profiler.disable()
+            wall = time.perf_counter() - t0
+            profiler.dump_stats(profile)
+        else:
+            t0 = time.perf_counter()
+            summary = backfill(start, end, **args)
+            wall = time.perf_counter() - t0
+        peak = _peak_self()
+    finally:
+        stack.close()
+    return {"wall": wall, "server_start": server_s, "warmup": warm_s, "rss_start": rss_start, "peak_rss": peak,
+            "server_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, **_summary_counts(summary)}
+
+
+def child_floor(spec: dict) -> dict:
+    import numpy  # noqa: F401  imports before the clock, as the pipeline child imports its modules
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import aimoves.pipeline  # noqa: F401
+    import aimoves.sources.simulated  # noqa: F401
+
+    rss_start = _rss_now()
+    t0 = time.perf_counter()
+    counts = floor_backfill(spec["universe"], date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]), spec["markets"],
+                            Path(spec["data_dir"]), spec["inject_defects"])
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "rss_start": rss_start, "peak_rss": _peak_self(), **counts}
+
+
+def child_daily(spec: dict) -> dict:
+    from aimoves.flows.prices import backfill, daily
+
+    stack, server_s, warm_s = _prefect_session()
+    out: dict = {"server_start": server_s, "warmup": warm_s, "walls": [], "rows": []}
+    try:
+        args = dict(markets=spec["markets"], source="simulated", universe=spec["universe"], inject_defects=spec["inject_defects"])
+        history = Path(spec["data_dir"]) / "history"
+        t0 = time.perf_counter()
+        backfill(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]), data_dir=str(history), **args)
+        out["history_backfill"] = time.perf_counter() - t0
+        day = date.fromisoformat(spec["day"])
+        for r in range(spec["repeats"]):
+            run_dir = Path(spec["data_dir"]) / f"daily-{r}"
+            shutil.copytree(history, run_dir, copy_function=os.link)
+            t0 = time.perf_counter()
+            summary = daily(day, data_dir=str(run_dir), **args)
+            out["walls"].append(time.perf_counter() - t0)
+            out["rows"].append(_summary_counts(summary)["rows"])
+            shutil.rmtree(run_dir)
+        out["peak_rss"] = _peak_self()
+    finally:
+        stack.close()
+        shutil.rmtree(Path(spec["data_dir"]) / "history", ignore_errors=True)
+    return out
+
+
+CHILDREN = {"pipeline": child_pipeline, "floor": child_floor, "daily": child_daily}
+
+
+# --------------------------------------------------------------------------------------------
+# Parent: orchestration, DuckDB, report
+
+
+def bench_env(work: Path) -> dict:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_HOME=str(work / "prefect-home"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("PREFECT_API_URL", None)  # never talk to a real server from the benchmark
+    return env
+
+
+def run_child(kind: str, spec: dict, work: Path, env: dict, tag: str) -> dict:
+    spec_path = work / "logs" / f"{tag}.spec.json"
+    result_path = work / "logs" / f"{tag}.result.json"
+    log_path = work / "logs" / f"{tag}.log"
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps({**spec, "result": str(result_path)}))
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        rc = subprocess.call([sys.executable, os.path.abspath(__file__), "--_child", kind, "--_spec", str(spec_path)],
+                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0 or not result_path.exists():
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
+        raise SystemExit(f"benchmark child {tag} failed (exit {rc}); last lines of {log_path}:\n{tail}")
+    result = json.loads(result_path.read_text())
+    result["process_s"] = time.perf_counter() - t0
+    return result
+
+
+def progress(message: str) -> None:
+    print(f".. {message}", file=sys.stderr, flush=True)
+
+
+def stats(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def count_files(root: Path) -> int:
+    return sum(1 for _ in root.rglob("*.parquet")) if root.is_dir() else 0
+
+
+def duckdb_timings(data_dir: Path, symbol: str, repeats: int) -> tuple[list[float], int]:
+    import duckdb
+
+    glob = str(data_dir / "prices" / "**" / "*.parquet").replace("'", "''")
+    sql = f"select * from read_parquet('{glob}', hive_partitioning=1) where symbol = ?"
+    walls, rows = [], 0
+    for _ in range(repeats):
+        con = duckdb.connect()
+        t0 = time.perf_counter()
+        rows = len(con.execute(sql, [symbol]).fetchall())
+        walls.append(time.perf_counter() - t0)
+        con.close()
+    return walls, rows
+
+
+def same_output(a: Path, b: Path) -> tuple[bool, str]:
+    """Do two data dirs hold the same prices and quarantine rows (stamps aside)?"""
+    import duckdb
+
+    con = duckdb.connect()
+    parts = []
+    ok = True
+    for dataset, stamps in (("prices", "ingested_at"), ("quarantine/prices", "quarantined_at, run_id")):
+        ga, gb = (str(d / dataset / "**" / "*.parquet") for d in (a, b))
+        na, nb = count_files(a / dataset), count_files(b / dataset)
+        if na == 0 or nb == 0:
+            ok &= na == nb
+            parts.append(f"{dataset}: {na} vs {nb} files")
+            continue
+        qa = f"select * exclude ({stamps}) from read_parquet('{ga}', hive_partitioning=1)"
+        qb = f"select * exclude ({stamps}) from read_parquet('{gb}', hive_partitioning=1)"
+        rows = con.execute(f"select count(*) from ({qa})").fetchone()[0]
+        diff = con.execute(f"select (select count(*) from ({qa} except all {qb})) + (select count(*) from ({qb} except all {qa}))").fetchone()[0]
+        ok &= diff == 0 and na == nb
+        parts.append(f"{dataset}: {rows:,} rows, {diff} differing, {na} vs {nb} files")
+    con.close()
+    return ok, "; ".join(parts)
+
+
+def fmt_row(label: str, values: list[float] | None, unit: str, scale: float = 1.0, digits: int = 2) -> str:
+    if not values:
+        return f"  {label:<44} {'n/a':>11}"
+    med, lo, hi = (v / scale for v in stats(values))
+    f = f"{{:>11,.{digits}f}}"
+    return f"  {label:<44} {f.format(med)} {f.format(lo)} {f.format(hi)}  {unit}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=1000, help="stocks in the synthetic universe (split over US/HK/CN; default 1000)")
+    parser.add_argument("--years", type=int, default=10, help="years of history ending 2025-12-31 (default 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per timing, at least 3 (default 3)")
+    parser.add_argument("--out", type=Path, help="keep data, logs and results.json in this directory (default: temporary, removed)")
+    parser.add_argument("--markets", default=",".join(MARKETS), help="markets to run (default US,HK,CN)")
+    parser.add_argument("--inject-defects", action="store_true", help="let the simulated source inject its defects (exercises quarantine)")
+    parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
+    parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--_spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._child:
+        spec = json.loads(Path(args._spec).read_text())
+        result = CHILDREN[args._child](spec)
+        Path(spec["result"]).write_text(json.dumps(result))
+        return 0
+
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (each figure is a median of at least 3)")
+    if not 3 <= args.symbols <= 26_000:
+        parser.error("--symbols must be between 3 and 26000")
+    if not 1 <= args.years <= 20:
+        parser.error("--years must be between 1 and 20 (the simulated source starts in 2005)")
+    markets = [m.strip().upper() for m in args.markets.split(",") if m.strip()]
+    if not markets or any(m not in MARKETS for m in markets):
+        parser.error(f"--markets: choose from {','.join(MARKETS)}")
+
+    from aimoves.universe import parse_universe
+
+    bench_started = time.perf_counter()
+    work = Path(args.out).resolve() if args.out else Path(tempfile.mkdtemp(prefix="aimoves-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = bench_env(work)
+    try:
+        text = universe_yaml(args.symbols)
+        universe_path = work / "universe.yaml"
+        universe_path.write_text(text)
+        universe = parse_universe(text, str(universe_path))
+        by_market = universe.symbols_by_market(markets)
+        n_symbols = sum(len(v) for v in by_market.values())
+        start, end = window(args.years)
+        common = dict(universe=str(universe_path), markets=markets, inject_defects=args.inject_defects)
+
+        # backfill: pipeline and floor, interleaved, one fresh process + data dir per repeat
+        pipe, floor = [], []
+        runs = work / "runs"
+        for r in range(args.repeats):
+            for kind, results in (("pipeline", pipe), ("floor", floor)):
+                data = runs / f"{kind}-{r}"
+                shutil.rmtree(data, ignore_errors=True)
+                res = run_child(kind, {**common, "start": start.isoformat(), "end": end.isoformat(), "data_dir": str(data)}, work, env, f"{kind}-{r}")
+                results.append(res)
+                progress(f"{kind} repeat {r + 1}/{args.repeats}: {res['wall']:.2f} s, peak RSS {res['peak_rss'] / MIB:,.0f} MiB, {res['rows']:,} rows")
+                if r:
+                    shutil.rmtree(runs / f"{kind}-{r - 1}", ignore_errors=True)
+        pipe_dir, floor_dir = runs / f"pipeline-{args.repeats - 1}", runs / f"floor-{args.repeats - 1}"
+        identical, identical_detail = same_output(pipe_dir, floor_dir)
+        progress(f"floor output vs pipeline output: {identical_detail}")
+
+        # daily over Y years and over 1 year of stored history
+        day = daily_day(markets)
+        daily: dict[int, dict] = {}
+        for years in sorted({args.years, 1}, reverse=True):
+            h_start, _ = window(years, day - timedelta(days=1))
+            h_start = min(h_start, window(years)[0])
+            spec = {**common, "start": h_start.isoformat(), "end": (day - timedelta(days=1)).isoformat(), "day": day.isoformat(),
+                    "repeats": args.repeats, "data_dir": str(runs / f"daily-{years}y")}
+            daily[years] = run_child("daily", spec, work, env, f"daily-{years}y")
+            shutil.rmtree(runs / f"daily-{years}y", ignore_errors=True)
+            progress(f"daily with {years} year(s) stored: {', '.join(f'{w:.2f}' for w in daily[years]['walls'])} s")
+
+        # DuckDB: one symbol's full history
+        probe = by_market[markets[0]][0]
+        dd_walls, dd_rows = duckdb_timings(pipe_dir, probe, args.repeats)
+        files = {name: count_files(pipe_dir / sub) for name, sub in (("prices", "prices"), ("quarantine", "quarantine"), ("raw", "raw"))}
+
+        profile_text = None
+        if args.profile:
+            prof_path = work / "logs" / "pipeline-profile.pstats"
+            data = runs / "pipeline-profile"
+            run_child("pipeline", {**common, "start": start.isoformat(), "end": end.isoformat(), "data_dir": str(data), "profile": str(prof_path)},
+                      work, env, "pipeline-profile")
+            shutil.rmtree(data, ignore_errors=True)
+            import io
+            import pstats
+
+            buf = io.StringIO()
+            pstats.Stats(str(prof_path), stream=buf).sort_stats("cumulative").print_stats(30)
+            profile_text = buf.getvalue()
+
+        # ---- report
+        pw, fw = [r["wall"] for r in pipe], [r["wall"] for r in floor]
+        ratio = statistics.median(pw) / statistics.median(fw)
+        rows = pipe[-1]["rows"]
+        counts = {m: len(v) for m, v in by_market.items()}
+        import duckdb
+        import great_expectations
+        import pandas
+        import prefect
+        import pyarrow
+
+        lines = [
+            "",
+            f"aimoves backfill benchmark: {n_symbols:,} symbols x {args.years} year(s), markets {','.join(markets)}",
+            f"  universe: {', '.join(f'{m} {c}' for m, c in counts.items())} (synthetic, no benchmarks); source simulated"
+            + (" with injected defects" if args.inject_defects else ""),
+            f"  window: {start}..{end} plus the 70-session warm-up read; {args.repeats} repeats, each in a fresh process and data dir",
+            f"  machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, prefect {prefect.__version__}, "
+            f"great-expectations {great_expectations.__version__}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__}, duckdb {duckdb.__version__}",
+            "",
+            f"  {'figure':<44} {'median':>11} {'min':>11} {'max':>11}",
+            "  backfill, pipeline (Prefect flow, GX validation):",
+            fmt_row("wall time", pw, "s"),
+            fmt_row("peak RSS (process)", [r["peak_rss"] for r in pipe], "MiB", MIB, 0),
+            fmt_row("RSS when the timed run starts", [r["rss_start"] for r in pipe], "MiB", MIB, 0),
+            fmt_row("rows/s (curated rows written / wall)", [r["rows"] / r["wall"] for r in pipe], "rows/s", 1, 0),
+            fmt_row("Prefect server start (not counted)", [r["server_start"] for r in pipe], "s"),
+            fmt_row("Prefect first trivial flow (not counted)", [r["warmup"] for r in pipe], "s"),
+            fmt_row("Prefect server peak RSS (separate process)", [r["server_peak_rss"] for r in pipe], "MiB", MIB, 0),
+            "  backfill, floor (bare pandas + pyarrow, same stages):",
+            fmt_row("wall time", fw, "s"),
+            fmt_row("peak RSS (process)", [r["peak_rss"] for r in floor], "MiB", MIB, 0),
+            fmt_row("rows/s (curated rows written / wall)", [r["rows"] / r["wall"] for r in floor], "rows/s", 1, 0),
+            f"  rows: {pipe[-1]['bars']:,} bars fetched (warm-up included), {rows:,} curated rows written "
+            f"({pipe[-1]['flagged']:,} flagged), {pipe[-1]['quarantined']:,} quarantined; floor: {floor[-1]['rows']:,} / "
+            f"{floor[-1]['flagged']:,} / {floor[-1]['quarantined']:,}",
+            f"  floor output identical to pipeline output (stamps aside): {'yes' if identical else 'NO'} ({identical_detail})",
+            f"  daily run for {day} (one session per market, in-process, server start excluded):",
+        ]
+        for years in sorted(daily, reverse=True):
+            d = daily[years]
+            lines.append(fmt_row(f"daily with {years} year(s) stored", d["walls"], "s"))
+        for years in sorted(daily, reverse=True):
+            d = daily[years]
+            lines.append(f"    ({years}y history backfill, untimed setup: {d['history_backfill']:.1f} s; rows written per daily run: {d['rows'][-1]:,})")
+        lines += [
+            "  DuckDB:",
+            fmt_row(f"one symbol's history ({probe}, {dd_rows:,} rows)", dd_walls, "s", 1, 3),
+            f"  Parquet files: prices/ {files['prices']}, quarantine/ {files['quarantine']}, raw/ {files['raw']}",
+            f"  benchmark total time: {time.perf_counter() - bench_started:.0f} s",
+            "",
+        ]
+        at_target = (args.symbols, args.years) == TARGET_SIZE and len(markets) == 3
+        lines.append("targets" + ("" if at_target else
+                     f" (defined for {TARGET_SIZE[0]} symbols x {TARGET_SIZE[1]} years x 3 markets; this run is {n_symbols} x {args.years} x {len(markets)}: indicative only)") + ":")
+        peak_max = max(r["peak_rss"] for r in pipe)
+        d_y = statistics.median(daily[args.years]["walls"])
+        d_1 = statistics.median(daily[1]["walls"])
+        drift = d_y / d_1 - 1
+        dd = statistics.median(dd_walls)
+        lines += [
+            f"  {verdict(ratio <= TARGET_RATIO)}  ratio pipeline/floor {ratio:.2f} <= {TARGET_RATIO:.2f} (Prefect server start not counted)",
+            f"  {verdict(peak_max <= TARGET_RSS_GIB * GIB)}  pipeline peak RSS {peak_max / GIB:.2f} GiB (max of repeats) <= {TARGET_RSS_GIB:.0f} GiB",
+            f"  {verdict(d_y <= TARGET_DAILY_S)}  daily with {args.years} year(s) stored {d_y:.2f} s <= {TARGET_DAILY_S:.0f} s (server start excluded)",
+            f"  {verdict(abs(drift) <= TARGET_DAILY_DRIFT)}  daily with {args.years} year(s) vs 1 year stored: {d_y:.2f} s vs {d_1:.2f} s = {drift:+.0%} (within +/-{TARGET_DAILY_DRIFT:.0%})",
+            f"  {verdict(dd <= TARGET_DUCKDB_S)}  DuckDB one symbol's {args.years}-year history {dd:.3f} s <= {TARGET_DUCKDB_S} s",
+            f"  {verdict(files['prices'] <= TARGET_FILES)}  Parquet files under prices/ {files['prices']} <= {TARGET_FILES}",
+        ]
+        if not identical:
+            lines.append("  WARNING  the floor did not write the same rows as the pipeline: the ratio is not comparing the same work")
+        if profile_text:
+            lines += ["", "cProfile of one extra pipeline backfill (untimed; cumulative, top 30):", profile_text]
+        lines.append(f"ratio pipeline/floor: {ratio:.2f}")
+        print("\n".join(lines), flush=True)
+
+        if args.out:
+            (work / "results.json").write_text(json.dumps({
+                "symbols": n_symbols, "years": args.years, "markets": markets, "window": [start.isoformat(), end.isoformat()],
+                "pipeline": pipe, "floor": floor, "daily": {str(k): v for k, v in daily.items()}, "daily_day": day.isoformat(),
+                "duckdb": {"symbol": probe, "rows": dd_rows, "walls": dd_walls}, "files": files, "identical": identical,
+                "ratio": ratio,
+            }, indent=2))
+    finally:
+        if not args.out:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
