@@ -131,7 +131,7 @@ def _membership(universe: Universe, dates: pd.DatetimeIndex) -> pd.DataFrame:
 
 def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
     """Per (date, sector) aggregates of traded members (sorted by date, sector, symbol)."""
-    g = traded.groupby(["date", "sector"], sort=True)
+    traded = traded[traded[ret].notna()].reset_index(drop=True)  # in ALL, a listing without an FX rate has no USD return
     w = traded["mcap_usd_prev"]
     has_w = w.notna() & traded[ret].notna()
     traded = traded.assign(

@@ -225,7 +225,8 @@ def write_report(
             f"Cumulative equal-weighted sector returns from session −{before} to +{after} around {event_d}, "
             "measured from the close of session −1 (the session before the event). Session 0 is each market's "
             "session on the event date, or its first session after it when that market was closed; offsets count "
-            "each market's own sessions, closed days skipped. US, HK and CN in local currency, ALL in USD."
+            "each market's own sessions, closed days skipped. US, HK and CN in local currency, ALL in USD. "
+            "n/a: the data does not reach that session, or a return is missing."
         )
         figure = _event_figure(window, event_d, before, after)
     else:
@@ -244,7 +245,7 @@ def write_report(
         intro = (
             f"Cumulative equal-weighted sector returns over each market's sessions from {start_d} to {end_d}, "
             "measured from the close before the first session (so the first session's own return counts); "
-            "closed days skipped. US, HK and CN in local currency, ALL in USD."
+            "closed days skipped. US, HK and CN in local currency, ALL in USD. n/a: a return is missing."
         )
         figure = _window_figure(window, start_d, end_d)  # type: ignore[arg-type]
 
@@ -398,9 +399,12 @@ def _event_figure(window: pd.DataFrame, event: date, before: int, after: int):  
         f"Sector moves around {event}: cumulative equal-weighted returns from the close of session −1\n"
         "US, HK, CN in local currency; ALL in USD. Sessions counted per market (closed days skipped).",
     )
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.axvline(0, color="0.3", linestyle="--", linewidth=0.9)
         ax.set_xlim(-before - 0.5, after + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=min(before + after + 1, 20), integer=True))
     for ax in axes[2:]:
         ax.set_xlabel(f"session offset (0 = {event}, or the market's next session)")
     return fig

@@ -75,9 +75,12 @@ def test_backfill_twice_gives_identical_data_and_replay_reproduces_it(prefect_ha
     files = {p: p.read_bytes() for p in sorted((data / "prices").rglob("*.parquet"))}
     quarantine = _read(data, "quarantine/prices")
     assert sum(m.quarantined for m in first.markets) >= 6
+    moves = {p: p.read_bytes() for name in ("stock_moves", "sector_moves", "fx") for p in sorted((data / name).rglob("*.parquet"))}
+    assert len(moves) >= 6
     second = backfill(date(2025, 1, 2), date(2025, 2, 28), **args)
     assert all(m.partitions_written == [] for m in second.markets)
     assert {p: p.read_bytes() for p in sorted((data / "prices").rglob("*.parquet"))} == files
+    assert {p: p.read_bytes() for name in ("stock_moves", "sector_moves", "fx") for p in sorted((data / name).rglob("*.parquet"))} == moves
     pd.testing.assert_frame_equal(_read(data, "quarantine/prices"), quarantine)
 
     replayed = tmp_path / "replayed"
@@ -96,9 +99,10 @@ def test_daily_on_a_holiday_completes_and_says_closed(prefect_harness, tmp_path:
     summary = daily(date(2025, 1, 29), markets=["HK", "US"], source="simulated", universe=str(small_universe_file), data_dir=str(tmp_path))
     hk, us = summary.markets
     assert hk.closed and "closed on 2025-01-29" in hk.closed
-    assert us.passed == 4  # NVDA, AMD, MSFT and the benchmark ^GSPC
+    # 2025-01-29 and the 15 sessions before it (re-read for context and late corrections), 4 symbols
+    assert us.passed == 16 * 4 and us.window == "2025-01-06..2025-01-29"
     prices = _read(tmp_path)
-    assert set(prices["market"]) == {"US"} and set(prices["date"].astype(str)) == {"2025-01-29"}
+    assert set(prices["market"]) == {"US"} and prices["date"].astype(str).max() == "2025-01-29"
 
 
 def test_a_run_that_fetches_nothing_fails_with_a_message(prefect_harness, tmp_path: Path) -> None:
@@ -126,3 +130,23 @@ def test_realdata_january_2025(prefect_harness, tmp_path: Path, realdata_dir: Pa
     assert not hk_dates & {"2025-01-29", "2025-01-30", "2025-01-31"}
     half_day = hk.loc[pd.Timestamp("2025-01-28").date()]
     assert list(half_day["dq_flags"]) == ["zero_volume"]
+
+    # sector_moves: US semiconductors on 2025-01-27 is the mean of its members' adj_close returns,
+    # computed here straight from the CSV files.
+    rets = {}
+    for symbol in ("NVDA", "AMD", "AVGO", "TSM"):
+        csv = pd.read_csv(realdata_dir / f"{symbol}.csv", index_col="Date")["Adj Close"]
+        rets[symbol] = csv.loc["2025-01-27"] / csv.loc["2025-01-24"] - 1
+    sectors = pd.read_parquet(tmp_path / "sector_moves")
+    sectors["date"] = sectors["date"].astype(str)
+    semis = sectors[(sectors.region == "US") & (sectors.sector == "semiconductors") & (sectors.date == "2025-01-27")].iloc[0]
+    assert semis["ret_ew"] == pytest.approx(sum(rets.values()) / 4, abs=1e-12)
+    assert semis["n_traded"] == 4
+    worst, best = min(rets, key=rets.get), max(rets, key=rets.get)
+    assert (semis["bottom_symbol"], semis["top_symbol"]) == (worst, best) == ("AVGO", "AMD")  # AVGO -17.4%, NVDA -17.0%, AMD -6.4%
+    assert semis["bottom_ret"] == pytest.approx(rets[worst]) and semis["top_ret"] == pytest.approx(rets[best])
+    moves = pd.read_parquet(tmp_path / "stock_moves", filters=[("symbol", "==", "NVDA")])
+    nvda = moves[moves["date"].astype(str) == "2025-01-27"].iloc[0]
+    assert nvda["ret"] == pytest.approx(-0.1697, abs=5e-5) and nvda["big_move"]
+    hk_closed = sectors[(sectors.region == "HK") & sectors.date.isin(["2025-01-29", "2025-01-30", "2025-01-31"])]
+    assert len(hk_closed) == 3 and not hk_closed["market_open"].any() and hk_closed["ret_ew"].isna().all()
