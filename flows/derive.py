@@ -1,0 +1,54 @@
+"""`derive`: recompute stock and sector moves from what is stored (no fetching).
+
+The ALL region needs every market's session of a date: the `derive-all` deployment runs this once
+the three markets' daily runs of that date are in. Also the way to rebuild moves after a method
+change: `aimoves derive --start D --end D`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from aimoves import pipeline
+from aimoves.derive import DeriveWindow
+from aimoves.errors import AimovesError
+from aimoves.markets import MARKETS
+from aimoves.tasks import derive as td
+from aimoves.universe import load_universe
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    return f"derive-{'+'.join(p.get('markets') or MARKETS)}-{p.get('start') or 'yesterday'}-to-{p.get('end') or p.get('start') or 'yesterday'}"
+
+
+@flow(name="derive", flow_run_name=_run_name)
+def derive(
+    start: date | None = None,
+    end: date | None = None,
+    markets: list[str] = list(MARKETS),
+    data_dir: str = "data",
+    universe: str | None = None,
+) -> pipeline.RunSummary:
+    """Stock moves of `markets` and sector moves of their regions and ALL, for start..end (default: yesterday UTC)."""
+    logger = get_run_logger()
+    now = datetime.now(UTC)
+    start = start or (now.date() - timedelta(days=1))
+    end = end or start
+    if end < start:
+        raise AimovesError(f"--end {end} is before --start {start}")
+    stocks = load_universe(universe)
+    root = Path(data_dir)
+    summary = pipeline.RunSummary(pipeline.new_run_id(now), "derive", str(root), now.isoformat())
+    windows = [DeriveWindow(m, start, end) for m in markets]
+    summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)
+    summary.sector_moves = td.sector_moves(root, stocks, windows, set(), summary.run_id, now)
+    logger.info("stock_moves: %d rows; sector_moves: %d rows", summary.stock_moves.passed, summary.sector_moves.passed)
+    summary.finished_at = datetime.now(UTC).isoformat()
+    pipeline.write_run_record(summary, root)
+    return summary
