@@ -75,6 +75,10 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             out.print(f"{m.market} failed symbol {f['symbol']}: {f['reason']}", highlight=False)
         for note in m.notes:
             out.print(f"{m.market} note: {note}", highlight=False)
+        if m.restated:
+            out.print(f"{m.market}: {m.restated} stored bars were restated by the source (old and new values in _restatements/prices/)", highlight=False)
+        if m.unsettled_dropped:
+            out.print(f"{m.market}: {m.unsettled_dropped} live bars of a session not closed yet were not stored", highlight=False)
     if summary.fx:
         fx = summary.fx
         line = f"fx {fx.get('window', '')}: {fx.get('passed', 0):,} rates, {fx.get('quarantined', 0)} quarantined"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ class NormalizedPrices:
     rejected: pd.DataFrame  # rows that cannot be normalized: PRICE_COLUMNS + reason
     empty_bars: int = 0  # all-NaN rows (no trade that day), dropped
     duplicates_collapsed: int = 0
+    unsettled_dropped: int = 0  # bars of sessions not closed yet (live bars), dropped
     notes: list[str] = field(default_factory=list)
 
 
@@ -46,8 +48,12 @@ def exchange_dates(values: pd.Series, timezone: str) -> tuple[pd.Series, pd.Seri
     return out, out.isna()
 
 
-def normalize_prices(batch: PriceBatch, market: str) -> NormalizedPrices:
-    """Rename, type and key the bars of one market; collapse identical duplicate rows."""
+def normalize_prices(batch: PriceBatch, market: str, settled_through: date | None = None) -> NormalizedPrices:
+    """Rename, type and key the bars of one market; collapse identical duplicate rows.
+
+    Bars dated after `settled_through` (the latest session that has closed, plus a buffer) are the
+    live, unfinished bar of a session under way: they are dropped, never stored.
+    """
     info = MARKET_INFO[market]
     bars = batch.bars.rename(columns=_RENAME)
     if "adj_close" not in bars.columns:
@@ -76,6 +82,10 @@ def normalize_prices(batch: PriceBatch, market: str) -> NormalizedPrices:
         rej["reason"] = [f"date {v!r} is not a date" for v in bars.loc[bad, "Date"]]
         result.rejected = rej
     out = out[~empty & ~bad]
+    if settled_through is not None:
+        live = out["date"] > pd.Timestamp(settled_through)
+        result.unsettled_dropped = int(live.sum())
+        out = out[~live]
     before = len(out)
     out = out.drop_duplicates(keep="first")
     result.duplicates_collapsed = before - len(out)

@@ -210,6 +210,8 @@ class MarketReport:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     blocked_dates: list[date] = field(default_factory=list)
+    restated: int = 0  # stored bars whose values this run changed (see _restatements/)
+    unsettled_dropped: int = 0  # live bars of sessions not closed yet
 
     @property
     def needs_attention(self) -> bool:
@@ -248,6 +250,7 @@ def market_report(
         partitions_written=written.partitions_written,
         partitions_unchanged=written.partitions_unchanged,
         raw_path=str(raw_path) if raw_path else None,
+        unsettled_dropped=normalized.unsettled_dropped,
         error=validation.batch_error,
         notes=notes,
     )
@@ -326,3 +329,35 @@ def with_quarantine_stamps(rows: pd.DataFrame, run_id: str, now: datetime) -> pd
 
 def write_dataset(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResult:
     return upsert(frame, spec, data_dir)
+
+
+RESTATED_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume")
+
+
+def restatements(written: WriteResult, new_rows: pd.DataFrame) -> pd.DataFrame:
+    """Stored bars this write changed: symbol, date, and old/new values of what changed."""
+    if not written.replaced:
+        return pd.DataFrame()
+    old = pd.concat(written.replaced, ignore_index=True)
+    old["date"] = pd.to_datetime(old["date"])
+    new = new_rows.assign(date=pd.to_datetime(new_rows["date"]))
+    both = old.merge(new, on=["symbol", "date"], suffixes=("_old", "_new"))
+    changed = pd.Series(False, index=both.index)
+    for c in RESTATED_COLUMNS:
+        a, b = both[f"{c}_old"].astype("float64"), both[f"{c}_new"].astype("float64")
+        changed |= ~((a == b) | (a.isna() & b.isna()))
+    cols = ["symbol", "date"] + [f"{c}_{v}" for c in RESTATED_COLUMNS for v in ("old", "new")]
+    return both.loc[changed, cols].reset_index(drop=True)
+
+
+def write_restatements(frame: pd.DataFrame, data_dir: Path, run_id: str, market: str) -> Path | None:
+    """Keep a record of restated bars under `_restatements/prices/` (one file per run and market)."""
+    if frame.empty:
+        return None
+    folder = data_dir / "_restatements" / "prices"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}-{market}.parquet"
+    tmp = path.with_suffix(".tmp")
+    frame.assign(market=market, run_id=run_id).to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path

@@ -47,6 +47,8 @@ class WriteResult:
     rows_changed: int = 0
     partitions_written: list[str] = field(default_factory=list)
     partitions_unchanged: list[str] = field(default_factory=list)
+    # Stored rows whose values this write replaced (old values, key columns first): restatements.
+    replaced: list[pd.DataFrame] = field(default_factory=list)
 
 
 @contextmanager
@@ -79,8 +81,11 @@ def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec) -> pa.Table:
-    """Upsert `new` into `old` by key; unchanged rows keep their old `*_at` stamps."""
+def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, replaced: list[pd.DataFrame] | None = None) -> pa.Table:
+    """Upsert `new` into `old` by key; unchanged rows keep their old `*_at` stamps.
+
+    Old rows that the new ones change are appended to `replaced` (when given).
+    """
     key = list(spec.key)
     stamps = list(spec.stamps)
     old_df = old.to_pandas()
@@ -93,6 +98,9 @@ def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec) -> pa.Table:
                 same &= _equal(new_df[column], before[column])
         for stamp in stamps:
             new_df[stamp] = new_df[stamp].where(~same, before[stamp])
+        existed = before[[c for c in before.columns if c not in key]].notna().any(axis=1)
+        if replaced is not None and (existed & ~same).any():
+            replaced.append(before[(existed & ~same).to_numpy()])
     new_keys = pd.MultiIndex.from_frame(new_df[key])
     kept = old_df[~pd.MultiIndex.from_frame(old_df[key]).isin(new_keys)]
     merged = pd.concat([kept, new_df], ignore_index=True) if len(kept) else new_df
@@ -153,7 +161,7 @@ def upsert(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResul
             if target.exists():
                 old = pq.read_table(target)
                 old = old.cast(file_schema) if old.schema != file_schema else old
-                merged = _merge(old, new, spec)
+                merged = _merge(old, new, spec, result.replaced)
                 if merged.equals(old):
                     result.partitions_unchanged.append(part)
                     continue
@@ -163,6 +171,31 @@ def upsert(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResul
             result.partitions_written.append(part)
             result.rows_changed += len(group)
     return result
+
+
+def delete_keys(keys: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> int:
+    """Remove the rows whose key (and partition values) appear in `keys`; atomic per partition."""
+    root = data_dir / spec.name
+    removed = 0
+    if keys.empty or not root.is_dir():
+        return 0
+    with dataset_lock(data_dir, spec.name):
+        for values, group in keys.groupby(list(spec.partition_by), sort=True):
+            values = values if isinstance(values, tuple) else (values,)
+            target = root / partition_path(spec, values) / PART_FILE
+            if not target.exists():
+                continue
+            old = pq.read_table(target)
+            old_df = old.to_pandas()
+            wanted = group[list(spec.key)].copy()
+            for column in spec.key:
+                if pa.types.is_date32(spec.schema.field(column).type):
+                    wanted[column] = pd.to_datetime(wanted[column]).dt.date
+            drop = pd.MultiIndex.from_frame(old_df[list(spec.key)]).isin(pd.MultiIndex.from_frame(wanted))
+            if drop.any():
+                removed += int(drop.sum())
+                _publish(to_table(old_df[~drop], spec.file_schema), target, data_dir)
+    return removed
 
 
 def read_frame(spec: DatasetSpec, data_dir: Path, start: object = None, end: object = None, **equals: list[str] | None) -> pd.DataFrame:

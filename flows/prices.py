@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger
 
 from aimoves import pipeline
@@ -33,12 +34,42 @@ def run_market(plan: pipeline.MarketPlan, source: PriceSource, universe: Univers
     extra = tuple(universe.extra_holidays.get(plan.market, ()))  # type: ignore[call-overload]
     batch = t.fetch_prices(source, plan.request)
     raw = t.store_raw(batch, data_dir) if source.name != "replay" else None
-    normalized = t.normalize(batch, plan.market)
+    normalized = t.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now))
     checked = t.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
-    written, quarantined = t.write(checked, normalized, batch, plan, data_dir, run_id, now)
+    written, quarantined, restated = t.write(checked, normalized, batch, plan, data_dir, run_id, now)
     report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
+    report.restated = restated
     report.blocked_dates = pipeline.blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
     return report
+
+
+def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
+    """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    from aimoves import publish
+    from aimoves.schema import SECTOR_MOVES
+    from aimoves.store import read_frame
+
+    window = summary.sector_moves.window if summary.sector_moves is not None else ""
+    sectors = read_frame(SECTOR_MOVES, data_dir, *window.split("..")) if window else pd.DataFrame()
+    run_name = flow_run.name or summary.run_id
+    markets = "-".join(m.market.lower() for m in summary.markets)
+    create_markdown_artifact(publish.sector_moves_markdown(sectors, run_name), key=f"sector-moves-{markets}", description="Sector moves")
+    create_markdown_artifact(publish.data_quality_markdown(summary), key=f"data-quality-{markets}", description="Rows passed, flagged, quarantined")
+    failed = publish.failed_symbols_table(summary)
+    if failed:
+        create_table_artifact(failed, key=f"failed-symbols-{markets}", description="Symbols that failed to fetch")
+    create_markdown_artifact(publish.written_markdown(summary), key=f"written-{markets}", description="Partitions written")
+    share = publish.quarantine_share(summary)
+    if share > publish.QUARANTINE_ALERT_SHARE:
+        emit_event(
+            event="aimoves.quarantine.exceeded",
+            resource={"prefect.resource.id": f"aimoves.run.{summary.run_id}", "prefect.resource.name": run_name},
+            payload={"share": round(share, 4), "threshold": publish.QUARANTINE_ALERT_SHARE, "markets": [m.market for m in summary.markets]},
+        )
 
 
 def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.SourceSettings, universe: Universe, data_dir: Path) -> pipeline.RunSummary:
@@ -85,6 +116,7 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
             logger.warning("sector moves not computed for %s: the prices batch failed there", ", ".join(summary.sector_moves.blocked or []))
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, data_dir)
+    publish_run(summary, data_dir)
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
     if failed:
         reasons = "; ".join(f"{m.market}: {m.error or 'no valid rows fetched'}" for m in failed)

@@ -31,8 +31,8 @@ def store_raw(batch: PriceBatch, data_dir: Path) -> RawRecord:
 
 
 @task(name="normalize-prices", task_run_name="normalize-prices-{market}", cache_policy=NO_CACHE)
-def normalize(batch: PriceBatch, market: str) -> NormalizedPrices:
-    return normalize_prices(batch, market)
+def normalize(batch: PriceBatch, market: str, settled_through: date) -> NormalizedPrices:
+    return normalize_prices(batch, market, settled_through)
 
 
 @task(name="validate-prices", task_run_name="validate-prices-{market}", cache_policy=NO_CACHE)
@@ -49,9 +49,14 @@ def write(
     data_dir: Path,
     run_id: str,
     now: datetime,
-) -> tuple[WriteResult, int]:
-    """Write passed rows to prices/ and quarantined rows to quarantine/prices/."""
+) -> tuple[WriteResult, int, int]:
+    """Write passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/.
+
+    Returns the write result, the number of quarantined rows and of restated bars."""
     quarantine = pipeline.quarantine_for_write(validation, normalized, batch, plan, run_id, now)
     pipeline.write_quarantine(quarantine, data_dir)
-    written = pipeline.write_prices(pipeline.prices_for_write(validation, plan, now), data_dir)
-    return written, len(quarantine)
+    rows = pipeline.prices_for_write(validation, plan, now)
+    written = pipeline.write_prices(rows, data_dir)
+    restated = pipeline.restatements(written, rows)
+    pipeline.write_restatements(restated, data_dir, run_id, plan.market)
+    return written, len(quarantine), len(restated)

@@ -100,3 +100,41 @@ def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
     assert "held" in proc.stdout and proc.returncode == -9
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held
+
+
+def test_restated_bars_are_recorded_with_old_and_new_values(tmp_path: Path) -> None:
+    from aimoves.pipeline import restatements, write_restatements
+
+    upsert(_prices(["NVDA"], ["2025-01-02", "2025-01-03"]), PRICES, tmp_path)
+    again = _prices(["NVDA"], ["2025-01-02", "2025-01-03"])
+    again.loc[1, ["adj_close"]] = 9.5  # a dividend restates adj_close
+    written = upsert(again, PRICES, tmp_path)
+    frame = restatements(written, again)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row["symbol"], str(row["date"].date()), row["adj_close_old"], row["adj_close_new"]) == ("NVDA", "2025-01-03", 10.0, 9.5)
+    path = write_restatements(frame, tmp_path, "run1", "US")
+    assert path is not None and path.parent == tmp_path / "_restatements" / "prices"
+    assert restatements(upsert(again, PRICES, tmp_path), again).empty  # the same data again restates nothing
+
+
+def test_live_bars_of_an_open_session_are_not_stored() -> None:
+    from datetime import date
+
+    from aimoves.normalize import normalize_prices
+    from aimoves.sources.base import PriceBatch, PriceRequest
+
+    bars = pd.DataFrame({"Date": ["2025-01-27", "2025-01-28"], "Ticker": "NVDA", "Open": 1.0, "High": 1.0, "Low": 1.0, "Close": 1.0, "Adj Close": 1.0, "Volume": 1})
+    batch = PriceBatch("test", PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 28)), bars)
+    result = normalize_prices(batch, "US", settled_through=date(2025, 1, 27))
+    assert result.unsettled_dropped == 1 and list(result.prices["date"].astype(str)) == ["2025-01-27"]
+
+
+def test_delete_keys_removes_only_those_rows(tmp_path: Path) -> None:
+    from aimoves.store import delete_keys
+
+    upsert(_prices(["NVDA", "AMD"], ["2025-01-02", "2025-01-03"]), PRICES, tmp_path)
+    removed = delete_keys(pd.DataFrame({"symbol": ["AMD"], "date": [pd.Timestamp("2025-01-03")], "market": ["US"], "year": [2025]}), PRICES, tmp_path)
+    assert removed == 1
+    left = pd.read_parquet(tmp_path / "prices")
+    assert sorted(zip(left["symbol"], left["date"].astype(str))) == [("AMD", "2025-01-02"), ("NVDA", "2025-01-02"), ("NVDA", "2025-01-03")]
