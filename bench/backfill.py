@@ -3,49 +3,48 @@
 
     python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR]
 
-What it does
-------------
-1. Writes a synthetic universe of N stocks split round-robin across US / HK / CN (`SIM0001`,
-   `1001.HK`, `600001.SS`, `000001.SZ`, ...; sectors cycling through the five universe sectors).
-   No benchmarks, so exactly N symbols are fetched per run.
+What it measures
+----------------
+1. A synthetic universe of N stocks split round-robin over US / HK / CN (`SIM0001`, `1001.HK`,
+   `600001.SS`, `000001.SZ`, ...; sectors cycling through the five universe sectors; a
+   shares_outstanding each, so cap weights are computed), the default FX symbols (HKDUSD=X,
+   CNYUSD=X) and no benchmarks, so exactly N stock symbols are fetched.
 2. Window: Y years ending 2025-12-31 (fixed, so runs are comparable), source `simulated`.
-3. **Pipeline**: the Prefect flow `aimoves.flows.prices.backfill`, called in-process. Each repeat
-   is a fresh child process with a fresh data dir. In that child the Prefect test server
-   (`prefect_test_harness`, a local uvicorn subprocess + temporary SQLite) is started and a
-   trivial flow is run first; both are timed and reported separately and are NOT counted in the
-   pipeline's wall time. Great Expectations is imported lazily by the first validation, so its
-   import and context set-up ARE counted (a real `aimoves backfill` pays them too).
-4. **Floor**: the same work as a bare pandas+pyarrow script (`floor_backfill` below), one fresh
-   child process and data dir per repeat: the same `SimulatedSource.fetch_prices` request per
-   market (warm-up sessions included, from `pipeline.plan_backfill`), the raw payload written as
-   Parquet with a manifest, normalization (rename, types, dates, all-NaN rows, identical
-   duplicates, sort), every expectation of `expectations/prices.json` evaluated as vectorized
-   numpy/pandas (nulls, positive prices, high/low pairs, volume, unique key, universe membership,
-   exchange sessions via exchange_calendars, future dates, the rolling-median unit-glitch ratio and
-   the daily-return flags), the good/quarantine split with `dq_flags` as a list column and
-   reasons for quarantined rows, and one zstd Parquet file per market/year partition (same file
-   schema, row groups and fsync per file as the pipeline) plus the quarantine rows. After the
-   repeats the benchmark checks with DuckDB that the floor wrote exactly the rows the pipeline
-   wrote (all columns except `ingested_at`), so the ratio measures orchestration and validation
-   overhead, not skipped work.
-5. **Daily**: Y years (and separately 1 year) of history are backfilled up to the day before the
-   last session of 2025 common to all markets (untimed); then `daily(day=<that session>)` runs
-   in-process, each repeat on a fresh hard-linked copy of that history (the store replaces files,
-   never edits them, so the copies stay independent). Server start excluded.
-6. **DuckDB**: `select * from read_parquet('<data>/prices/**/*.parquet', hive_partitioning=1)
-   where symbol = ?` on the last pipeline repeat's data, a new connection per repeat (page cache
-   warm: the files were just written). Also the number of Parquet files in prices/.
+3. Pipeline: the Prefect flow `aimoves.flows.prices.backfill`, called in-process: prices per
+   market (fetch, raw log, normalize, GX validation, write), then FX, stock moves and sector moves.
+   Every repeat is a fresh child process with a fresh data dir. In that child the Prefect test
+   server (`prefect_test_harness`: a local uvicorn subprocess + temporary SQLite) is started and a
+   trivial flow is run before the clock starts; both are reported on their own lines and are NOT
+   counted. Great Expectations is imported lazily by the first validation, so its import and
+   context set-up ARE counted (a real `aimoves backfill` pays them too; shown on their own line).
+4. Floor: the same work as a bare pandas+pyarrow script (bench/floor_backfill.py), one fresh
+   child process and data dir per repeat: the same `SimulatedSource` requests (warm-up included),
+   raw Parquet + manifest, normalization, every expectation of the prices / fx / stock_moves /
+   sector_moves suites as vectorized masks, the good/quarantine split with dq_flags and reasons,
+   the same derived datasets, one zstd file per partition with the same file schemas, row groups
+   and fsync. After the repeats the benchmark checks with DuckDB that the floor's last repeat
+   wrote exactly the rows the pipeline's last repeat wrote, in every dataset (stamp columns
+   aside), so the ratio measures orchestration and validation overhead, not skipped work.
+5. Daily: Y years (and separately 1 year) of history are backfilled up to the day before the
+   last 2025 session common to all markets (untimed setup); then `daily(day=<that session>)`
+   runs in-process, each repeat on a fresh hard-linked copy of that history (the store replaces
+   files, never edits them, so the copies stay independent). Server start excluded.
+6. DuckDB: `select * from read_parquet('<data>/prices/**/*.parquet', hive_partitioning=1)
+   where symbol = ?` over the last pipeline repeat's data, a new connection per repeat (page
+   cache warm: the files were just written); and the number of Parquet files written.
 
 How to read the output
 ----------------------
 Every timing is the median of the repeats with min and max beside it. "peak RSS" is the child
-process's own `ru_maxrss` (the whole process: imports included; the Prefect server is a separate
-process and its peak is shown on its own line). rows/s = curated rows written / wall time.
-Targets are printed as PASS/FAIL lines; they are defined for 1,000 symbols x 10 years x 3
-markets, so on other sizes they are indicative only. The last line is always
-`ratio pipeline/floor: X.XX` (median pipeline wall / median floor wall).
+process's own ru_maxrss (the whole process, imports included); the Prefect server is a separate
+process and its peak is on its own line. rows/s = curated price rows written / wall time.
+"where the time goes" splits the medians by stage: for the pipeline the time of each task call
+(Prefect task engine included) with the task function's own time in brackets; "other" is the
+rest of the flow run (flow engine, planning, run record). Targets are printed as PASS/FAIL lines;
+they are defined for 1,000 symbols x 10 years x 3 markets, so on other sizes they are indicative.
+The last line is always `ratio pipeline/floor: X.XX` (median pipeline wall / median floor wall).
 
-With --out DIR the data dirs (last repeat of each), child logs and results.json are kept in DIR;
+With --out DIR the last repeat's data dirs, child logs and results.json are kept in DIR;
 otherwise everything lives in a temporary directory that is removed at the end.
 """
 
@@ -62,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -85,8 +85,9 @@ MIB = 1024**2
 
 def universe_yaml(n: int) -> str:
     lines = [
-        f"# Synthetic benchmark universe: {n} stocks round-robin over US/HK/CN, no benchmarks.",
+        f"# Synthetic benchmark universe: {n} stocks round-robin over US/HK/CN, default FX, no benchmarks.",
         "benchmarks: {}",
+        'fx: {HKD: "HKDUSD=X", CNY: "CNYUSD=X"}',
         "stocks:",
     ]
     counts = dict.fromkeys(MARKETS, 0)
@@ -100,7 +101,9 @@ def universe_yaml(n: int) -> str:
             symbol = f"{1000 + k:04d}.HK"
         else:
             symbol = f"{600000 + (k + 1) // 2:06d}.SS" if k % 2 else f"{k // 2:06d}.SZ"
-        lines.append(f"  - {{symbol: \"{symbol}\", name: Sim {symbol}, market: {market}, sector: {SECTORS[i % len(SECTORS)]}}}")
+        shares = 50_000_000 + 7_919_000 * (i % 97)
+        lines.append(f'  - {{symbol: "{symbol}", name: Sim {symbol}, market: {market}, sector: {SECTORS[i % len(SECTORS)]}, '
+                     f"shares_outstanding: {shares}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -160,23 +163,93 @@ def _prefect_session():
 
 
 def _summary_counts(summary) -> dict:
+    def passed(report) -> int:
+        return int(getattr(report, "passed", 0) or 0) if report is not None else 0
+
     return {
         "rows": sum(m.passed for m in summary.markets),
         "flagged": sum(m.flagged for m in summary.markets),
         "quarantined": sum(m.quarantined for m in summary.markets),
         "bars": sum(m.bars_fetched for m in summary.markets),
+        "stock_moves": passed(getattr(summary, "stock_moves", None)),
+        "sector_moves": passed(getattr(summary, "sector_moves", None)),
     }
+
+
+# task attribute (module, name) -> stage label shared with the floor's stages
+PIPELINE_TASKS = {
+    ("aimoves.tasks.prices", "fetch_prices"): "fetch",
+    ("aimoves.tasks.prices", "store_raw"): "raw",
+    ("aimoves.tasks.prices", "normalize"): "normalize",
+    ("aimoves.tasks.prices", "validate"): "validate",
+    ("aimoves.tasks.prices", "write"): "write",
+    ("aimoves.tasks.derive", "fx"): "fx",
+    ("aimoves.tasks.derive", "stock_moves"): "stock_moves",
+    ("aimoves.tasks.derive", "sector_moves"): "sector_moves",
+}
+
+
+def instrument_pipeline() -> dict[str, float]:
+    """Time each task call (engine included) and its function, in memory only (no file is touched).
+
+    Two perf_counter calls per task call: negligible next to the work. Returns the dict the
+    timings accumulate into: "<stage>" (whole task call) and "fn:<stage>" (the function itself),
+    plus "gx_init" (first GX import and context).
+    """
+    import functools
+    import importlib
+
+    seconds: dict[str, float] = defaultdict(float)
+    for (module_name, attr), stage in PIPELINE_TASKS.items():
+        module = importlib.import_module(module_name)
+        task = getattr(module, attr, None)
+        if task is None or not hasattr(task, "fn"):
+            continue
+        original_fn = task.fn
+
+        def timed_fn(*a, _fn=original_fn, _stage=stage, **k):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                seconds["fn:" + _stage] += time.perf_counter() - t0
+
+        task.fn = functools.wraps(original_fn)(timed_fn)
+
+        def timed_call(*a, _task=task, _stage=stage, **k):
+            t0 = time.perf_counter()
+            try:
+                return _task(*a, **k)
+            finally:
+                seconds[_stage] += time.perf_counter() - t0
+
+        setattr(module, attr, timed_call)
+    import aimoves.validate as validate
+
+    original_gx = validate._gx_context
+
+    def timed_gx():
+        t0 = time.perf_counter()
+        try:
+            return original_gx()
+        finally:
+            seconds["gx_init"] += time.perf_counter() - t0
+
+    validate._gx_context = timed_gx
+    return seconds
 
 
 def child_pipeline(spec: dict) -> dict:
     from aimoves.flows.prices import backfill
 
+    stages = instrument_pipeline()
     profile = spec.get("profile")
     stack, server_s, warm_s = _prefect_session()
     try:
         rss_start = _rss_now()
         args = dict(markets=spec["markets"], source="simulated", data_dir=spec["data_dir"], universe=spec["universe"], inject_defects=spec["inject_defects"])
         start, end = date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"])
+        stages.clear()
         if profile:
             import cProfile
 
@@ -195,7 +268,7 @@ def child_pipeline(spec: dict) -> dict:
     finally:
         stack.close()
     return {"wall": wall, "server_start": server_s, "warmup": warm_s, "rss_start": rss_start, "peak_rss": peak,
-            "server_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, **_summary_counts(summary)}
+            "server_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "stages": dict(stages), **_summary_counts(summary)}
 
 
 def child_floor(spec: dict) -> dict:
@@ -203,8 +276,7 @@ def child_floor(spec: dict) -> dict:
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import aimoves.pipeline  # noqa: F401
-    import aimoves.sources.simulated  # noqa: F401
+    from floor_backfill import floor_backfill
 
     rss_start = _rss_now()
     t0 = time.perf_counter()
@@ -217,8 +289,9 @@ def child_floor(spec: dict) -> dict:
 def child_daily(spec: dict) -> dict:
     from aimoves.flows.prices import backfill, daily
 
+    stages = instrument_pipeline()
     stack, server_s, warm_s = _prefect_session()
-    out: dict = {"server_start": server_s, "warmup": warm_s, "walls": [], "rows": []}
+    out: dict = {"server_start": server_s, "warmup": warm_s, "walls": [], "rows": [], "stages": []}
     try:
         args = dict(markets=spec["markets"], source="simulated", universe=spec["universe"], inject_defects=spec["inject_defects"])
         history = Path(spec["data_dir"]) / "history"
@@ -229,9 +302,11 @@ def child_daily(spec: dict) -> dict:
         for r in range(spec["repeats"]):
             run_dir = Path(spec["data_dir"]) / f"daily-{r}"
             shutil.copytree(history, run_dir, copy_function=os.link)
+            stages.clear()
             t0 = time.perf_counter()
             summary = daily(day, data_dir=str(run_dir), **args)
             out["walls"].append(time.perf_counter() - t0)
+            out["stages"].append(dict(stages))
             out["rows"].append(_summary_counts(summary)["rows"])
             shutil.rmtree(run_dir)
         out["peak_rss"] = _peak_self()
@@ -305,28 +380,40 @@ def duckdb_timings(data_dir: Path, symbol: str, repeats: int) -> tuple[list[floa
     return walls, rows
 
 
-def same_output(a: Path, b: Path) -> tuple[bool, str]:
-    """Do two data dirs hold the same prices and quarantine rows (stamps aside)?"""
+DATASETS = {  # dataset -> stamp columns left out of the comparison
+    "prices": "ingested_at",
+    "quarantine/prices": "quarantined_at, run_id",
+    "fx": "ingested_at",
+    "quarantine/fx": "quarantined_at, run_id",
+    "stock_moves": None,
+    "quarantine/stock_moves": "quarantined_at, run_id",
+    "sector_moves": None,
+    "quarantine/sector_moves": "quarantined_at, run_id",
+}
+
+
+def same_output(a: Path, b: Path) -> tuple[bool, list[str]]:
+    """Do two data dirs hold the same rows in every dataset (stamps aside) and the same files?"""
     import duckdb
 
     con = duckdb.connect()
-    parts = []
-    ok = True
-    for dataset, stamps in (("prices", "ingested_at"), ("quarantine/prices", "quarantined_at, run_id")):
-        ga, gb = (str(d / dataset / "**" / "*.parquet") for d in (a, b))
+    lines, ok = [], True
+    for dataset, stamps in DATASETS.items():
         na, nb = count_files(a / dataset), count_files(b / dataset)
         if na == 0 or nb == 0:
             ok &= na == nb
-            parts.append(f"{dataset}: {na} vs {nb} files")
+            if na or nb:
+                lines.append(f"{dataset}: {na} vs {nb} files  << DIFFERENT")
             continue
-        qa = f"select * exclude ({stamps}) from read_parquet('{ga}', hive_partitioning=1)"
-        qb = f"select * exclude ({stamps}) from read_parquet('{gb}', hive_partitioning=1)"
+        exclude = f" exclude ({stamps})" if stamps else ""
+        qa, qb = (f"select *{exclude} from read_parquet('{d / dataset}/**/*.parquet', hive_partitioning=1)" for d in (a, b))
         rows = con.execute(f"select count(*) from ({qa})").fetchone()[0]
         diff = con.execute(f"select (select count(*) from ({qa} except all {qb})) + (select count(*) from ({qb} except all {qa}))").fetchone()[0]
-        ok &= diff == 0 and na == nb
-        parts.append(f"{dataset}: {rows:,} rows, {diff} differing, {na} vs {nb} files")
+        same = diff == 0 and na == nb
+        ok &= same
+        lines.append(f"{dataset}: {rows:,} rows, {na} files{'' if same else f'  << {diff} rows differ, {na} vs {nb} files'}")
     con.close()
-    return ok, "; ".join(parts)
+    return ok, lines
 
 
 def fmt_row(label: str, values: list[float] | None, unit: str, scale: float = 1.0, digits: int = 2) -> str:
@@ -395,29 +482,29 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(data, ignore_errors=True)
                 res = run_child(kind, {**common, "start": start.isoformat(), "end": end.isoformat(), "data_dir": str(data)}, work, env, f"{kind}-{r}")
                 results.append(res)
-                progress(f"{kind} repeat {r + 1}/{args.repeats}: {res['wall']:.2f} s, peak RSS {res['peak_rss'] / MIB:,.0f} MiB, {res['rows']:,} rows")
+                progress(f"{kind} repeat {r + 1}/{args.repeats}: {res['wall']:.2f} s, peak RSS {res['peak_rss'] / MIB:,.0f} MiB, {res['rows']:,} price rows")
                 if r:
                     shutil.rmtree(runs / f"{kind}-{r - 1}", ignore_errors=True)
         pipe_dir, floor_dir = runs / f"pipeline-{args.repeats - 1}", runs / f"floor-{args.repeats - 1}"
-        identical, identical_detail = same_output(pipe_dir, floor_dir)
-        progress(f"floor output vs pipeline output: {identical_detail}")
+        identical, identical_lines = same_output(pipe_dir, floor_dir)
+        progress(f"floor output identical to pipeline output: {identical}")
 
         # daily over Y years and over 1 year of stored history
         day = daily_day(markets)
         daily: dict[int, dict] = {}
         for years in sorted({args.years, 1}, reverse=True):
-            h_start, _ = window(years, day - timedelta(days=1))
-            h_start = min(h_start, window(years)[0])
-            spec = {**common, "start": h_start.isoformat(), "end": (day - timedelta(days=1)).isoformat(), "day": day.isoformat(),
+            h_start, h_end = window(years, day - timedelta(days=1))
+            spec = {**common, "start": h_start.isoformat(), "end": h_end.isoformat(), "day": day.isoformat(),
                     "repeats": args.repeats, "data_dir": str(runs / f"daily-{years}y")}
             daily[years] = run_child("daily", spec, work, env, f"daily-{years}y")
             shutil.rmtree(runs / f"daily-{years}y", ignore_errors=True)
             progress(f"daily with {years} year(s) stored: {', '.join(f'{w:.2f}' for w in daily[years]['walls'])} s")
 
-        # DuckDB: one symbol's full history
+        # DuckDB: one symbol's full history; files written
         probe = by_market[markets[0]][0]
         dd_walls, dd_rows = duckdb_timings(pipe_dir, probe, args.repeats)
-        files = {name: count_files(pipe_dir / sub) for name, sub in (("prices", "prices"), ("quarantine", "quarantine"), ("raw", "raw"))}
+        files = {d: count_files(pipe_dir / d) for d in ("prices", "fx", "stock_moves", "sector_moves", "quarantine", "raw")}
+        files_total = count_files(pipe_dir)
 
         profile_text = None
         if args.profile:
@@ -436,7 +523,6 @@ def main(argv: list[str] | None = None) -> int:
         # ---- report
         pw, fw = [r["wall"] for r in pipe], [r["wall"] for r in floor]
         ratio = statistics.median(pw) / statistics.median(fw)
-        rows = pipe[-1]["rows"]
         counts = {m: len(v) for m, v in by_market.items()}
         import duckdb
         import great_expectations
@@ -444,10 +530,13 @@ def main(argv: list[str] | None = None) -> int:
         import prefect
         import pyarrow
 
+        def med(values: list[float]) -> float:
+            return statistics.median(values) if values else 0.0
+
         lines = [
             "",
             f"aimoves backfill benchmark: {n_symbols:,} symbols x {args.years} year(s), markets {','.join(markets)}",
-            f"  universe: {', '.join(f'{m} {c}' for m, c in counts.items())} (synthetic, no benchmarks); source simulated"
+            f"  universe: {', '.join(f'{m} {c}' for m, c in counts.items())} (synthetic; FX HKD, CNY; no benchmarks); source simulated"
             + (" with injected defects" if args.inject_defects else ""),
             f"  window: {start}..{end} plus the 70-session warm-up read; {args.repeats} repeats, each in a fresh process and data dir",
             f"  machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, prefect {prefect.__version__}, "
@@ -458,30 +547,50 @@ def main(argv: list[str] | None = None) -> int:
             fmt_row("wall time", pw, "s"),
             fmt_row("peak RSS (process)", [r["peak_rss"] for r in pipe], "MiB", MIB, 0),
             fmt_row("RSS when the timed run starts", [r["rss_start"] for r in pipe], "MiB", MIB, 0),
-            fmt_row("rows/s (curated rows written / wall)", [r["rows"] / r["wall"] for r in pipe], "rows/s", 1, 0),
+            fmt_row("rows/s (price rows written / wall)", [r["rows"] / r["wall"] for r in pipe], "rows/s", 1, 0),
             fmt_row("Prefect server start (not counted)", [r["server_start"] for r in pipe], "s"),
             fmt_row("Prefect first trivial flow (not counted)", [r["warmup"] for r in pipe], "s"),
             fmt_row("Prefect server peak RSS (separate process)", [r["server_peak_rss"] for r in pipe], "MiB", MIB, 0),
-            "  backfill, floor (bare pandas + pyarrow, same stages):",
+            "  backfill, floor (bare pandas + pyarrow, same stages, same output):",
             fmt_row("wall time", fw, "s"),
             fmt_row("peak RSS (process)", [r["peak_rss"] for r in floor], "MiB", MIB, 0),
-            fmt_row("rows/s (curated rows written / wall)", [r["rows"] / r["wall"] for r in floor], "rows/s", 1, 0),
-            f"  rows: {pipe[-1]['bars']:,} bars fetched (warm-up included), {rows:,} curated rows written "
-            f"({pipe[-1]['flagged']:,} flagged), {pipe[-1]['quarantined']:,} quarantined; floor: {floor[-1]['rows']:,} / "
-            f"{floor[-1]['flagged']:,} / {floor[-1]['quarantined']:,}",
-            f"  floor output identical to pipeline output (stamps aside): {'yes' if identical else 'NO'} ({identical_detail})",
-            f"  daily run for {day} (one session per market, in-process, server start excluded):",
+            fmt_row("rows/s (price rows written / wall)", [r["rows"] / r["wall"] for r in floor], "rows/s", 1, 0),
+            "",
+            f"  rows (pipeline / floor): {pipe[-1]['bars']:,} / {floor[-1]['bars']:,} bars fetched (warm-up included); prices written "
+            f"{pipe[-1]['rows']:,} / {floor[-1]['rows']:,} ({pipe[-1]['flagged']:,} / {floor[-1]['flagged']:,} flagged), quarantined "
+            f"{pipe[-1]['quarantined']:,} / {floor[-1]['quarantined']:,}; stock moves {pipe[-1]['stock_moves']:,} / {floor[-1].get('stock_moves', 0):,}; "
+            f"sector moves {pipe[-1]['sector_moves']:,} / {floor[-1].get('sector_moves', 0):,}",
+            f"  floor output identical to pipeline output, every dataset, stamps aside: {'yes' if identical else 'NO'}",
+            *[f"    {line}" for line in identical_lines],
+            "",
+            f"  where the time goes (median of repeats, s){'':<3} {'pipeline':>10} {'(task fn)':>10} {'floor':>10}",
         ]
+        stage_labels = [("fetch", "prices: fetch (simulated source)"), ("raw", "prices: raw log"), ("normalize", "prices: normalize"),
+                        ("validate", "prices: validate / checks + split"), ("write", "prices: write prices + quarantine"),
+                        ("fx", "fx: fetch, raw, checks, write"), ("stock_moves", "stock moves: read, compute, checks, write"),
+                        ("sector_moves", "sector moves: read, aggregate, checks, write")]
+        p_sum = f_sum = 0.0
+        for key, label in stage_labels:
+            pv = med([r["stages"].get(key, 0.0) for r in pipe])
+            fn = med([r["stages"].get("fn:" + key, 0.0) for r in pipe])
+            fv = med([r["stages"].get(key, 0.0) for r in floor])
+            p_sum, f_sum = p_sum + pv, f_sum + fv
+            lines.append(f"    {label:<44} {pv:>10.2f} {'(' + format(fn, '.2f') + ')':>10} {fv:>10.2f}")
+        lines.append(f"    {'other (flow run, planning, run record, ...)':<44} {med(pw) - p_sum:>10.2f} {'':>10} {med(fw) - f_sum:>10.2f}")
+        lines.append(f"    {'of which GX import + context, first use':<44} {med([r['stages'].get('gx_init', 0.0) for r in pipe]):>10.2f}"
+                     "   (inside prices: validate)")
+        lines += ["", f"  daily run for {day} (one session per market, in-process, server start excluded):"]
+        for years in sorted(daily, reverse=True):
+            lines.append(fmt_row(f"daily with {years} year(s) stored", daily[years]["walls"], "s"))
         for years in sorted(daily, reverse=True):
             d = daily[years]
-            lines.append(fmt_row(f"daily with {years} year(s) stored", d["walls"], "s"))
-        for years in sorted(daily, reverse=True):
-            d = daily[years]
-            lines.append(f"    ({years}y history backfill, untimed setup: {d['history_backfill']:.1f} s; rows written per daily run: {d['rows'][-1]:,})")
+            by_stage = ", ".join(f"{k} {med([s.get(k, 0.0) for s in d['stages']]):.2f}" for k, _ in stage_labels)
+            lines.append(f"    {years}y: {by_stage}; {d['rows'][-1]:,} price rows upserted per run; "
+                         f"history backfill (untimed setup) {d['history_backfill']:.1f} s")
         lines += [
             "  DuckDB:",
             fmt_row(f"one symbol's history ({probe}, {dd_rows:,} rows)", dd_walls, "s", 1, 3),
-            f"  Parquet files: prices/ {files['prices']}, quarantine/ {files['quarantine']}, raw/ {files['raw']}",
+            f"  Parquet files written by one backfill: {files_total} in all: " + ", ".join(f"{k}/ {v}" for k, v in files.items()),
             f"  benchmark total time: {time.perf_counter() - bench_started:.0f} s",
             "",
         ]
@@ -499,10 +608,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  {verdict(d_y <= TARGET_DAILY_S)}  daily with {args.years} year(s) stored {d_y:.2f} s <= {TARGET_DAILY_S:.0f} s (server start excluded)",
             f"  {verdict(abs(drift) <= TARGET_DAILY_DRIFT)}  daily with {args.years} year(s) vs 1 year stored: {d_y:.2f} s vs {d_1:.2f} s = {drift:+.0%} (within +/-{TARGET_DAILY_DRIFT:.0%})",
             f"  {verdict(dd <= TARGET_DUCKDB_S)}  DuckDB one symbol's {args.years}-year history {dd:.3f} s <= {TARGET_DUCKDB_S} s",
-            f"  {verdict(files['prices'] <= TARGET_FILES)}  Parquet files under prices/ {files['prices']} <= {TARGET_FILES}",
+            f"  {verdict(files_total <= TARGET_FILES)}  Parquet files in the data dir after the backfill {files_total} <= {TARGET_FILES} (all datasets, raw included)",
         ]
         if not identical:
-            lines.append("  WARNING  the floor did not write the same rows as the pipeline: the ratio is not comparing the same work")
+            lines.append("  WARNING  the floor did not write the same rows as the pipeline (see above): the ratio is not comparing the same work")
         if profile_text:
             lines += ["", "cProfile of one extra pipeline backfill (untimed; cumulative, top 30):", profile_text]
         lines.append(f"ratio pipeline/floor: {ratio:.2f}")
@@ -512,8 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             (work / "results.json").write_text(json.dumps({
                 "symbols": n_symbols, "years": args.years, "markets": markets, "window": [start.isoformat(), end.isoformat()],
                 "pipeline": pipe, "floor": floor, "daily": {str(k): v for k, v in daily.items()}, "daily_day": day.isoformat(),
-                "duckdb": {"symbol": probe, "rows": dd_rows, "walls": dd_walls}, "files": files, "identical": identical,
-                "ratio": ratio,
+                "duckdb": {"symbol": probe, "rows": dd_rows, "walls": dd_walls}, "files": files, "files_total": files_total,
+                "identical": identical, "identical_detail": identical_lines, "ratio": ratio,
             }, indent=2))
     finally:
         if not args.out:

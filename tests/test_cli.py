@@ -58,4 +58,5 @@ def test_backfill_end_to_end_strict(tmp_path: Path, small_universe_file: Path) -
     assert set(prices["market"]) == {"US", "HK"}
     assert len(pd.read_parquet(tmp_path / "out" / "quarantine" / "prices")) >= 4
     top = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert all(name in {"prices", "quarantine", "raw"} or name.startswith("_") for name in top), top
+    datasets = {"prices", "fx", "stock_moves", "sector_moves", "news", "quarantine", "raw"}
+    assert all(name in datasets or name.startswith("_") for name in top), top
