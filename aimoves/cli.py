@@ -248,5 +248,152 @@ def report(
     out.print(f"Wrote the report: {files.png}, {files.markdown}, {files.html}", highlight=False)
 
 
+quarantine_app = typer.Typer(help="Review quarantined rows and release reviewed ones.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@app.command()
+def status(data_dir: DataDirOpt = Path("data")) -> None:
+    """Latest stored session per market and dataset, freshness, the last run's summary, quarantine counts."""
+    from aimoves.ops import status as get_status
+
+    try:
+        st = get_status(data_dir)
+    except AimovesError as exc:
+        _fail(str(exc))
+    table = Table(title=f"aimoves status — {data_dir}", title_justify="left")
+    for col in ("dataset", "market", "latest session", "expected", "fresh"):
+        table.add_column(col)
+    for r in st.rows:
+        fresh = "[green]yes[/]" if r["fresh"] else ("[red]no data[/]" if r["latest"] is None else "[yellow]STALE[/]")
+        table.add_row(r["dataset"], r["market"], str(r["latest"] or "–"), str(r["expected"]), fresh)
+    out.print(table)
+    if st.last_run:
+        run = st.last_run
+        parts = [
+            f"{m['market']}: closed" if m.get("closed")
+            else f"{m['market']}: {m['passed']:,} passed, {m['flagged']:,} flagged, {m['quarantined']:,} quarantined, {len(m['failures'])} failed symbols"
+            for m in run["markets"]
+        ]
+        out.print(f"last run {run['run_id']} ({run['flow']}, finished {run.get('finished_at') or 'never'}): " + "; ".join(parts), highlight=False)
+    out.print("quarantine: " + ", ".join(f"{k} {v:,}" for k, v in st.quarantine.items()), highlight=False)
+    stale = [r for r in st.rows if not r["fresh"] and r["latest"] is not None]
+    if stale:
+        out.print(f"[yellow]{len(stale)} dataset(s) older than the latest settled session[/]")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    data_dir: DataDirOpt = Path("data"),
+    start: Annotated[Optional[str], typer.Option("--start", help="First date (YYYY-MM-DD).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="Last date (YYYY-MM-DD).")] = None,
+    symbol: Annotated[Optional[list[str]], typer.Option("--symbol", help="Only these symbols (repeatable).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show.")] = 50,
+) -> None:
+    """Quarantined price rows with their expectations and reasons (row_id is what `release` takes)."""
+    from aimoves.ops import quarantined_prices
+
+    try:
+        rows = quarantined_prices(data_dir, _date(start, "--start"), _date(end, "--end"), symbol)
+    except AimovesError as exc:
+        _fail(str(exc))
+    table = Table(title=f"quarantine/prices — {len(rows):,} rows", title_justify="left")
+    for col in ("row_id", "date", "symbol", "expectation", "reason"):
+        table.add_column(col, overflow="fold")
+    for _, r in rows.head(limit).iterrows():
+        table.add_row(r["row_id"], str(r["date"].date()) if pd_notna(r["date"]) else "–", r["symbol"], r["expectation"], r["reason"])
+    out.print(table)
+    if len(rows) > limit:
+        out.print(f"({len(rows) - limit:,} more; use --limit, --start/--end or --symbol)")
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    row_id: Annotated[list[str], typer.Option("--row-id", help="A reviewed row to release (repeatable).")],
+    accept: Annotated[Optional[list[str]], typer.Option("--accept", help="An expectation you reviewed and accept for these rows (repeatable).")] = None,
+    data_dir: DataDirOpt = Path("data"),
+    universe: UniverseOpt = None,
+) -> None:
+    """Re-validate reviewed rows and write those that pass (or fail only --accept'ed checks) to prices/."""
+    from aimoves.ops import release_prices
+    from aimoves.universe import load_universe
+
+    try:
+        result = release_prices(data_dir, load_universe(universe), row_id, accept or [])
+    except AimovesError as exc:
+        _fail(str(exc))
+    for _, r in result.released.iterrows():
+        out.print(f"released {r['row_id']} {r['symbol']} {r['date'].date()} flags={list(r['dq_flags'])}", highlight=False)
+    for _, r in result.kept.iterrows():
+        out.print(f"[yellow]kept[/] {r['row_id']} {r['symbol']} {r['date'].date()}: {r['reason']} (accept with --accept {r['expectation'].replace(',', ' --accept ')})", highlight=False)
+    if len(result.released):
+        days = result.released["date"]
+        out.print(f"Refresh the moves of those days: aimoves derive --start {days.min().date()} --end {days.max().date()} --data-dir {data_dir}", highlight=False)
+    if len(result.kept):
+        raise typer.Exit(1)
+
+
+@app.command()
+def derive(
+    start: Annotated[str, typer.Option("--start", help="First date (YYYY-MM-DD).")],
+    end: Annotated[Optional[str], typer.Option("--end", help="Last date (default: --start).")] = None,
+    universe: UniverseOpt = None,
+    data_dir: DataDirOpt = Path("data"),
+    markets: MarketsOpt = "US,HK,CN",
+) -> None:
+    """Recompute stock and sector moves (incl. ALL) from stored prices and FX, without fetching."""
+    from aimoves.pipeline import parse_markets
+    from aimoves.universe import load_universe
+
+    try:
+        start_d, end_d = _date(start, "--start"), _date(end or start, "--end")
+        market_list = parse_markets(markets)
+        load_universe(universe)
+        if not data_dir.is_dir():
+            raise AimovesError(f"{data_dir}: no data dir here (run a backfill first, or pass --data-dir)")
+    except AimovesError as exc:
+        _fail(str(exc))
+    _quiet_engine()
+    from aimoves.flows.derive import derive as derive_flow
+
+    summary = derive_flow(start=start_d, end=end_d, markets=market_list, data_dir=str(data_dir), universe=str(universe) if universe else None)
+    for report in (summary.stock_moves, summary.sector_moves):
+        out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
+
+
+def pd_notna(value: object) -> bool:
+    import pandas as pd
+
+    return bool(pd.notna(value))
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option("--port", help="Port of the Prefect server (API and UI) started on 127.0.0.1.")] = 4200,
+    source: Annotated[Optional[str], typer.Option("--source", help="Override the deployments' source (prefect.yaml: yahoo); simulated for an offline demo.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Override the deployments' data dir (prefect.yaml: ./data).")] = None,
+    universe: UniverseOpt = None,
+    prefect_yaml: Annotated[Optional[Path], typer.Option("--prefect-yaml", help="Deployments and schedules (default: ./prefect.yaml).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server to report healthy.")] = 120.0,
+) -> None:
+    """Start a local Prefect server and serve prefect.yaml's deployments, with their schedules, until Ctrl-C."""
+    from aimoves.universe import load_universe
+
+    try:
+        if source is not None and source not in ("yahoo", "csv", "simulated", "replay"):
+            raise AimovesError(f"--source {source!r}: use yahoo, csv, simulated or replay")
+        if universe is not None:
+            load_universe(universe)
+    except AimovesError as exc:
+        _fail(str(exc))
+    _quiet_engine()
+    from aimoves.serve import serve as serve_deployments
+
+    try:
+        serve_deployments(port=port, source=source, data_dir=data_dir, universe=universe, prefect_yaml=prefect_yaml,
+                          timeout=timeout, say=lambda m: out.print(m, highlight=False, markup=False))
+    except AimovesError as exc:
+        _fail(str(exc), 1)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
