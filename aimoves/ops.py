@@ -20,7 +20,7 @@ from aimoves.universe import Universe
 QUARANTINE_DATASETS = ("prices", "fx", "stock_moves", "sector_moves", "news")
 
 
-def _latest_date(root: Path, key: str, value: str) -> date | None:
+def latest_stored_date(root: Path, key: str, value: str) -> date | None:
     """Latest `date` in `<root>/<key>=<value>/year=*/part-0.parquet` (reads the newest year only)."""
     folder = root / f"{key}={value}"
     years = sorted((p for p in folder.glob("year=*") if (p / PART_FILE).exists()), key=lambda p: int(p.name.split("=")[1]))
@@ -48,10 +48,10 @@ def status(data_dir: Path, now: datetime | None = None) -> Status:
     for market in MARKETS:
         expected = latest_settled_session(market, now)
         for spec in (PRICES, STOCK_MOVES):
-            latest = _latest_date(data_dir / spec.name, "market", market)
+            latest = latest_stored_date(data_dir / spec.name, "market", market)
             out.rows.append({"dataset": spec.name, "market": market, "latest": latest, "expected": expected,
                              "fresh": latest is not None and latest >= expected})
-        latest = _latest_date(data_dir / SECTOR_MOVES.name, "region", market)
+        latest = latest_stored_date(data_dir / SECTOR_MOVES.name, "region", market)
         out.rows.append({"dataset": "sector_moves", "market": market, "latest": latest, "expected": expected,
                          "fresh": latest is not None and latest >= expected})
     runs = sorted((data_dir / "_runs").glob("*.json"))

@@ -43,6 +43,20 @@ def run_market(plan: pipeline.MarketPlan, source: PriceSource, universe: Univers
     return report
 
 
+def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -> None:
+    """Freshness: say so when a market's latest stored session is older than its latest settled one."""
+    from aimoves.ops import latest_stored_date
+
+    logger = get_run_logger()
+    for report in summary.markets:
+        expected = pipeline.latest_settled_session(report.market, now)
+        latest = latest_stored_date(data_dir / "prices", "market", report.market)
+        if latest is None or latest < expected:
+            note = f"stale: the latest stored {report.market} session is {latest or 'none'}, expected {expected}"
+            report.notes.append(note)
+            logger.warning(note)
+
+
 def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
     """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -114,6 +128,8 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
         summary.sector_moves = td.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
         if blocked:
             logger.warning("sector moves not computed for %s: the prices batch failed there", ", ".join(summary.sector_moves.blocked or []))
+    if kind == "daily":
+        warn_if_stale(summary, data_dir, now)
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, data_dir)
     publish_run(summary, data_dir)
