@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -41,6 +43,20 @@ def run_market(plan: pipeline.MarketPlan, source: PriceSource, universe: Univers
     report.restated = restated
     report.blocked_dates = pipeline.blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
     return report
+
+
+YAHOO_RATE_LIMIT = "yahoo-api"
+
+
+def yahoo_rate_limit() -> None:
+    """Take a slot of the global rate limit `yahoo-api` when the server has one (else no-op).
+
+    Create it once per server: `prefect gcl create yahoo-api --limit 2 --slot-decay-per-second 0.5`
+    (at most ~2 requests in flight, refilled one every 2 s), and every flow shares that rate.
+    """
+    from prefect.concurrency.sync import rate_limit
+
+    rate_limit(YAHOO_RATE_LIMIT, occupy=1, timeout_seconds=600, strict=False)
 
 
 def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -> None:
@@ -93,6 +109,8 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
     data_dir.mkdir(parents=True, exist_ok=True)
     clean_staging(data_dir)
     price_source = pipeline.make_source(source, universe, data_dir)
+    if price_source.name == "yahoo":
+        price_source = dataclasses.replace(price_source, throttle=yahoo_rate_limit)  # type: ignore[type-var]
     for plan in plans:
         try:
             report = run_market(plan, price_source, universe, data_dir, summary.run_id, now)

@@ -182,6 +182,12 @@ def test_payloads_hold_each_batch_frame(fake: FakeYahoo, caplog: pytest.LogCaptu
     assert "Failed download" not in caplog.text
 
 
+def test_every_request_batch_passes_the_throttle(fake: FakeYahoo) -> None:
+    calls: list[int] = []
+    batch = source(fake, batch_size=1, throttle=lambda: calls.append(1)).fetch_prices(us("AAA", "BBB"))
+    assert not batch.failures and len(calls) == 2  # one download per batch of one symbol
+
+
 def test_long_form_selects_levels_by_name() -> None:
     idx = pd.DatetimeIndex(["2025-01-27", "2025-01-28"], name="Date")
     cols = pd.MultiIndex.from_product([["X", "Y"], ["Adj Close", "Close", "High", "Low", "Open", "Volume"]], names=["Ticker", "Price"])

@@ -53,7 +53,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -217,6 +217,9 @@ class YahooSource:
     timeout_seconds: float = 30
     session: object | None = None  # requests.Session or curl_cffi Session; None: yfinance's own
     threads: int = 1  # yfinance download threads per batch; 1 = sequential (kindest to rate limits)
+    # Called before every request to Yahoo; the flows pass one that takes a slot of a Prefect
+    # global rate limit, so that every flow on one server shares one Yahoo request rate.
+    throttle: Callable[[], None] | None = None
 
     def fetch_prices(self, request: PriceRequest) -> PriceBatch:
         symbols = list(dict.fromkeys(request.symbols))
@@ -287,6 +290,8 @@ class YahooSource:
 
     def _download(self, symbols: list[str], request: PriceRequest) -> tuple[pd.DataFrame, dict[str, str]]:
         """One yf.download() call: (long-form bars, {UPPER symbol: error message})."""
+        if self.throttle is not None:
+            self.throttle()
         names = {s.upper(): s for s in symbols}  # NOTE: yfinance upper-cases every ticker
         capture = _DownloadErrors(symbols)
         yf_log = logging.getLogger("yfinance")
