@@ -29,7 +29,7 @@ from aimoves.errors import AimovesError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 HEALTH_TIMEOUT = 120.0  # seconds; a first start on a new database takes ~10-14 s on 2 cores
-STOP_GRACE = 20.0  # seconds the server gets to shut down before SIGKILL
+STOP_GRACE = 20.0  # seconds the server gets to shut down (it takes ~1.5 s) before SIGTERM, SIGKILL
 SCHEDULE_KEYS = {"cron", "interval", "rrule", "timezone", "day_or", "active", "parameters", "slug", "anchor_date"}
 OVERRIDABLE = ("source", "data_dir", "universe")  # command-line overrides of deployment parameters
 
@@ -279,11 +279,12 @@ class PrefectServer:
         return f"; its log ({self.log_path}) ends:\n" + "\n".join(tail)
 
     def stop(self, grace: float = STOP_GRACE) -> int | None:
-        """SIGTERM to the server's process group, SIGKILL after `grace` s; its exit code."""
+        """SIGINT to the server's process group (a graceful uvicorn shutdown, exit 0: SIGTERM kills it
+        at once), then SIGTERM, then SIGKILL; its exit code."""
         proc = self.process
         if proc is None or proc.poll() is not None:
             return None if proc is None else proc.returncode
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
@@ -300,7 +301,7 @@ class PrefectServer:
 
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt until Prefect's runner installs its own graceful handler."""
+    """SIGTERM and SIGHUP raise KeyboardInterrupt until Prefect's runner installs its own graceful SIGTERM handler."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -353,6 +353,16 @@ def run_child(kind: str, spec: dict, work: Path, env: dict, tag: str) -> dict:
     return result
 
 
+def git_revision() -> str:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{rev}{' + uncommitted changes' if dirty else ''}" if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def progress(message: str) -> None:
     print(f".. {message}", file=sys.stderr, flush=True)
 
@@ -460,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     from aimoves.universe import parse_universe
 
     bench_started = time.perf_counter()
+    revision = git_revision()
     work = Path(args.out).resolve() if args.out else Path(tempfile.mkdtemp(prefix="aimoves-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = bench_env(work)
@@ -541,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  window: {start}..{end} plus the 70-session warm-up read; {args.repeats} repeats, each in a fresh process and data dir",
             f"  machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, prefect {prefect.__version__}, "
             f"great-expectations {great_expectations.__version__}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__}, duckdb {duckdb.__version__}",
+            f"  code: git {revision} at start, {git_revision()} at end",
             "",
             f"  {'figure':<44} {'median':>11} {'min':>11} {'max':>11}",
             "  backfill, pipeline (Prefect flow, GX validation):",

@@ -311,3 +311,107 @@ def daily_bars(days: list[date], start_price: float, volume: int = 1_000_000) ->
         c = round(start_price + i, 4)
         out.append(FakeBar(d, c - 0.5, c + 1.0, c - 1.0, c, round(c * 0.99, 4), volume + i))
     return out
+
+
+# -- news (appended): POST /xhr/ncp, what yfinance's Ticker.get_news() asks -------------------------
+#
+# `FakeYahooNews(fixtures, news={"NVDA": [item, ...]})` answers
+# `POST https://finance.yahoo.com/xhr/ncp?queryRef=latestNews&serviceKey=ncp_fin` with body
+# `{"serviceConfig": {"snippetCount": N, "s": ["NVDA"]}}` as Yahoo does:
+# `{"data": {"tickerStream": {"stream": [...first N items...]}}}`. `misbehave(symbol, 429)` works
+# for news too. `news_nested(...)` / `news_flat(...)` build items in Yahoo's 2025 nested shape and
+# in the older flat shape. Everything else behaves as FakeYahoo.
+
+
+class _NewsHandler(_Handler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        fake = self.server_fake
+        assert isinstance(fake, FakeYahooNews)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        host = self.headers.get("X-Fake-Host", "")
+        parts = urlsplit(self.path)
+        with fake._lock:
+            fake.seen.append((host, parts.path, parts.query))
+        if parts.path != "/xhr/ncp":
+            self._send(404, b"<html><body>not here</body></html>", "text/html")
+            return
+        try:
+            config = json.loads(body or b"{}").get("serviceConfig", {})
+        except ValueError:
+            self._send(400, b"bad request", "text/plain")
+            return
+        symbols = [str(s).upper() for s in config.get("s", [])]
+        count = int(config.get("snippetCount", 10))
+        for symbol in symbols:
+            fake.news_calls[symbol] += 1
+            status = fake._take_misbehaviour(symbol, chart=False)
+            if status == 429:
+                self._send(429, b"Too Many Requests\r\n", "text/plain;charset=utf-8")
+                return
+            if status is not None:
+                self._send(status, b"<html><body>Will be right back...</body></html>", "text/html")
+                return
+        stream = [item for symbol in symbols for item in fake.news.get(symbol, [])][:count]
+        self._json(200, {"data": {"tickerStream": {"stream": stream, "pagination": {"uuids": ""}}}})
+
+
+@dataclass
+class FakeYahooNews(FakeYahoo):
+    news: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    news_calls: Counter = field(default_factory=Counter)
+
+    def start(self) -> FakeYahooNews:
+        fake = self
+
+        class Handler(_NewsHandler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fakeyahoo-news", daemon=True)
+        self._thread.start()
+        return self
+
+
+def news_nested(
+    uuid: str, title: str | None, published: datetime, url: str | None, publisher: str = "Reuters",
+    summary: str | None = None, tickers: list[str] | None = None,
+) -> dict[str, Any]:
+    """A news item in Yahoo's 2025 nested shape (`content.pubDate` ISO 8601 in UTC with Z)."""
+    content: dict[str, Any] = {
+        "id": uuid,
+        "contentType": "STORY",
+        "title": title,
+        "description": "",
+        "summary": summary or "",
+        "pubDate": published.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "displayTime": published.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "isHosted": True,
+        "thumbnail": None,
+        "provider": {"displayName": publisher, "url": "https://www.example.com/"},
+        "canonicalUrl": {"url": url, "site": "finance", "region": "US", "lang": "en-US"} if url else None,
+        "clickThroughUrl": {"url": url, "site": "finance", "region": "US", "lang": "en-US"} if url else None,
+        "metadata": {"editorsPick": False},
+        "finance": {"premiumFinance": {"isPremiumNews": False}, "stockTickers": [{"symbol": t} for t in tickers or []]},
+        "storyline": None,
+    }
+    return {"id": uuid, "content": content}
+
+
+def news_flat(
+    uuid: str, title: str | None, published: datetime, url: str | None, publisher: str = "Reuters",
+    tickers: list[str] | None = None,
+) -> dict[str, Any]:
+    """A news item in Yahoo's older flat shape (`providerPublishTime` in epoch seconds)."""
+    item: dict[str, Any] = {
+        "uuid": uuid,
+        "title": title,
+        "publisher": publisher,
+        "link": url,
+        "providerPublishTime": int(published.timestamp()),
+        "type": "STORY",
+    }
+    if tickers:
+        item["relatedTickers"] = tickers
+    return item

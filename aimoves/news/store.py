@@ -6,7 +6,9 @@ when they share
 * the `id`, or
 * the canonical URL (`url`), or
 * the `title_key` (normalized title) and were published within `TITLE_MATCH_WINDOW` of each
-  other (so a recurring headline such as a daily market wrap is not one story forever).
+  other (so a recurring headline such as a daily market wrap is not one story forever), unless
+  both have URLs on the same host (one site publishing the same templated headline for two
+  stories); the same title on two sites, or with and without a link, is syndication: one story.
 
 Matches are transitive (one item mentioning three stocks, fetched for each of them from Yahoo
 and seen again in an RSS feed, is one row with the three symbols). A story already stored keeps
@@ -25,6 +27,7 @@ import dataclasses
 import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -108,14 +111,20 @@ def _components(frame: pd.DataFrame) -> list[list[int]]:
             else:
                 first[value] = i
     keyed = frame[(frame["title_key"].fillna("") != "") & frame["published_at"].notna()]
+    keyed = keyed[keyed.duplicated("title_key", keep=False)]
+    hosts = [_host(u) for u in frame["url"]]
     for _, group in keyed.groupby("title_key", sort=False):
         if len(group) < 2:
             continue
-        group = group.sort_values("published_at", kind="stable")
         positions = group.index.to_list()
         times = group["published_at"].to_list()
-        for a, b, ta, tb in zip(positions, positions[1:], times, times[1:]):
-            if tb - ta <= TITLE_MATCH_WINDOW:
+        for x in range(len(positions)):
+            for y in range(x + 1, len(positions)):
+                a, b = positions[x], positions[y]
+                if abs(times[y] - times[x]) > TITLE_MATCH_WINDOW:
+                    continue
+                if hosts[a] is not None and hosts[a] == hosts[b]:
+                    continue  # one site, two URLs, one title: two stories (a templated headline)
                 uf.union(a, b)
     groups: dict[int, list[int]] = {}
     for i in range(n):
@@ -123,15 +132,22 @@ def _components(frame: pd.DataFrame) -> list[list[int]]:
     return list(groups.values())
 
 
-def _representative(frame: pd.DataFrame, rows: list[int]) -> int:
+def _host(url: object) -> str | None:
+    if _missing(url):
+        return None
+    return urlsplit(str(url)).hostname
+
+
+_LATEST = pd.Timestamp.max.tz_localize(UTC)
+
+
+def _representative(records: list[dict], rows: list[int]) -> int:
     def rank(i: int) -> tuple:
-        row = frame.iloc[i]
-        seen = row["first_seen_at"]
-        published = row["published_at"]
+        row = records[i]
         return (
-            pd.Timestamp.max.tz_localize(UTC) if pd.isna(seen) else seen,
+            _LATEST if pd.isna(row["first_seen_at"]) else row["first_seen_at"],
             _missing(row["url"]),
-            pd.Timestamp.max.tz_localize(UTC) if pd.isna(published) else published,
+            _LATEST if pd.isna(row["published_at"]) else row["published_at"],
             SOURCE_ORDER.get(row["source"], 9),
             str(row["id"]),
         )
@@ -165,6 +181,7 @@ def merge_news(stored: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         both = pd.concat([stored[columns], new[columns]], ignore_index=True)
     else:
         both = new[columns].copy()
+    records = both.to_dict("records")
     out_rows = []
     rescore = []
     for rows in _components(both):
@@ -172,31 +189,34 @@ def merge_news(stored: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         if not new_rows:
             continue
         old_rows = [i for i in rows if i < n_stored]
+        if not old_rows and len(new_rows) == 1:
+            out_rows.append(records[new_rows[0]])  # a new story seen once: as it is
+            rescore.append(False)
+            continue
         if old_rows:
             # The stored row that was seen first carries the story; other stored rows that the
             # new copies happen to bridge stay as they are (a stored row is never deleted here).
-            base = min(old_rows, key=lambda i: (both.at[i, "first_seen_at"], str(both.at[i, "id"])))
+            base = min(old_rows, key=lambda i: (records[i]["first_seen_at"], str(records[i]["id"])))
             members = [base, *new_rows]
         else:
-            base = _representative(both, new_rows)
+            base = _representative(records, new_rows)
             members = new_rows
-        row = both.loc[base].copy()
-        before = row.copy()
+        row = dict(records[base])
         for column in ("symbols", "sectors", "dq_flags"):
-            row[column] = sorted({v for i in members for v in _as_list(both.at[i, column])})
+            row[column] = sorted({v for i in members for v in _as_list(records[i][column])})
         filled_text = False
         for column in ("publisher", "summary", "url"):
             if column == "url" and old_rows:
                 continue  # the stored id derives from the stored URL (or title): keep them together
             if _missing(row[column]):
-                donor = next((both.at[i, column] for i in members if not _missing(both.at[i, column])), None)
+                donor = next((records[i][column] for i in members if not _missing(records[i][column])), None)
                 if donor is not None:
                     row[column] = donor
                     filled_text |= column == "summary"
         if not old_rows:
-            seen = [both.at[i, "first_seen_at"] for i in members if not pd.isna(both.at[i, "first_seen_at"])]
+            seen = [records[i]["first_seen_at"] for i in members if not pd.isna(records[i]["first_seen_at"])]
             row["first_seen_at"] = min(seen) if seen else row["first_seen_at"]
-        if old_rows and _same(before, row):
+        if old_rows and _same(records[base], row):
             continue  # nothing new about a stored story
         rescore.append(filled_text)
         out_rows.append(row)
@@ -215,10 +235,10 @@ def merge_news(stored: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _same(a: pd.Series, b: pd.Series) -> bool:
-    for column in a.index:
+def _same(a: dict, b: dict) -> bool:
+    for column in a:
         x, y = a[column], b[column]
-        if isinstance(x, (list, np.ndarray)) or isinstance(y, (list, np.ndarray)):
+        if isinstance(x, (list, tuple, np.ndarray)) or isinstance(y, (list, tuple, np.ndarray)):
             if _as_list(x) != _as_list(y):
                 return False
         elif not ((_missing(x) and _missing(y)) or x == y):
@@ -288,7 +308,7 @@ def load_news(data_dir: Path | str, start: object = None, end: object = None, sp
         last = (hi or pd.Timestamp("2200-01-01", tz=UTC)) - pd.Timedelta(microseconds=1)
         if last >= first:
             # NOTE: filter on the partition keys first (prunes files), then on published_at.
-            ym = ds.field("year") * 100 + ds.field("month")
+            ym = ds.field("year").cast(pa.int32()) * 100 + ds.field("month").cast(pa.int32())
             expr = (ym >= first.year * 100 + first.month) & (ym <= last.year * 100 + last.month)
         else:
             return empty_news() if spec is NEWS else pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
@@ -322,7 +342,7 @@ def quarantine_rows(rows: pd.DataFrame, run_id: str, now: datetime) -> pd.DataFr
     out["month"] = when.dt.month.astype("int64")
     out["title"] = out["title"].fillna("")
     for column in ("symbols", "sectors", "dq_flags"):
-        out[column] = [_as_list(v) for v in out[column]]
+        out[column] = [_as_list(v) for v in out[column]] if column in out else [[] for _ in range(len(out))]
     return out[[f.name for f in QUARANTINE_NEWS_ROWS.schema]]
 
 

@@ -331,3 +331,82 @@ class YahooSource:
             if sym not in errors and sym in legacy:
                 errors[sym] = _clean(str(legacy[sym]))
         return to_long_form(frame, names), errors
+
+
+# -- news ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class YahooNewsSource:
+    """Per-symbol news from Yahoo Finance via yfinance's `Ticker(symbol).get_news()`.
+
+    One request per symbol (`count` items, the "news" tab). Yahoo keeps no news history: it
+    answers with the latest items only, so aimoves' own archive (`news/`, `raw/news/`) is the
+    history. Each symbol's list is kept as JSON bytes (`<SYMBOL>.json`, kind `yahoo_news_json`)
+    for `raw/news/` and replay; parsing (both the 2025 nested shape and the older flat one) is
+    `aimoves.news.parse.parse_yahoo_news`. Rate limits and transient errors are retried with
+    exponential backoff and jitter, for that symbol only, up to `max_attempts`; a non-JSON answer
+    is retried once; anything else becomes a `NewsFailure` with the message.
+    """
+
+    name: str = "yahoo"
+    count: int = 20
+    max_attempts: int = 4
+    backoff_seconds: float = 2.0
+    session: object | None = None  # see YahooSource.session (the same process-wide caveat)
+    pause_seconds: float = 0.0  # between symbols, to be kind to Yahoo on large universes
+    # Called before every request, like YahooSource.throttle (the flows' shared Yahoo rate limit).
+    throttle: Callable[[], None] | None = None
+
+    def fetch_news(self, request):  # type: ignore[no-untyped-def] - NewsRequest -> NewsBatch
+        import json
+        from datetime import UTC, datetime
+
+        from aimoves.news.base import NewsBatch, NewsFailure, NewsPayload, items_frame
+        from aimoves.news.parse import parse_yahoo_news
+
+        fetched_at = datetime.now(UTC)
+        records: list[dict] = []
+        payloads = []
+        failures = []
+        retried: set[str] = set()
+        for i, symbol in enumerate(dict.fromkeys(request.symbols)):
+            if i and self.pause_seconds:
+                time.sleep(self.pause_seconds)
+            items, error = self._get_news(symbol, retried)
+            if error is not None:
+                failures.append(NewsFailure(symbol, error))
+                continue
+            data = json.dumps(items, ensure_ascii=False, default=str).encode("utf-8")
+            payloads.append(NewsPayload(f"{symbol}.json", "yahoo_news_json", data, {"symbol": symbol}))
+            records.extend(parse_yahoo_news(items, symbol, fetched_at))
+        notes = [f"{len(retried)} symbols retried after a rate limit or transient error"] if retried else []
+        if failures:
+            log.warning("news: %d of %d symbols failed", len(failures), len(request.symbols))
+        return NewsBatch(self.name, request, items_frame(records), fetched_at, payloads, failures, notes)
+
+    def _get_news(self, symbol: str, retried: set[str]) -> tuple[list, str | None]:
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.throttle is not None:
+                self.throttle()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", FutureWarning)
+                    ticker = yf.Ticker(symbol, session=self.session) if self.session is not None else yf.Ticker(symbol)
+                    items = ticker.get_news(count=self.count, tab="news")
+                return list(items or []), None
+            except Exception as exc:  # noqa: BLE001 - yfinance raises many kinds; classified below
+                message = _clean(f"{type(exc).__name__}: {exc}")
+                kind = classify_error(message)
+                non_json = "JSONDecodeError" in message or "Expecting value" in message
+                if attempt < self.max_attempts and (kind in ("rate_limit", "transient") or (non_json and attempt == 1)):
+                    retried.add(symbol)
+                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+                    continue
+                tries = f"{attempt} attempt" + ("s" if attempt != 1 else "")
+                if kind == "rate_limit":
+                    return [], f"Yahoo rate limit (HTTP 429) on all {tries}: {message}"
+                if kind == "transient":
+                    return [], f"transient error on all {tries} (timeout, connection or HTTP 5xx): {message}"
+                return [], f"no news after {tries}: {message}"

@@ -1,0 +1,140 @@
+"""Crash-trial kit: run the whole recipe in a forked worker and SIGKILL it somewhere inside.
+
+Used by tests/test_crash.py. A trial:
+1. copies a baseline data dir (an earlier backfill that the run overlaps),
+2. forks a worker that runs the backfill recipe (plain steps, no engine) and is killed either by a
+   timer at a random moment or at the n-th call of a chosen function (a precise point),
+3. checks the data dir: every dataset readable by pyarrow and DuckDB, no duplicated keys, every
+   row stored before still there,
+4. re-runs the backfill to completion and compares the datasets with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.dataset as ds
+
+from aimoves import pipeline
+from aimoves.schema import FX, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
+from aimoves.universe import Universe
+
+DATASETS: tuple[DatasetSpec, ...] = (PRICES, FX, STOCK_MOVES, SECTOR_MOVES, QUARANTINE_PRICES)
+STAMPS = {"ingested_at", "quarantined_at", "run_id", "first_seen_at"}
+
+
+def run_backfill(data_dir: Path, universe: Universe, start: date, end: date, markets: tuple[str, ...], defects: bool = True) -> None:
+    from aimoves.flows.prices import PLAIN_STEPS, run_prices
+
+    plans = [pipeline.plan_backfill(universe, m, start, end) for m in markets]
+    settings = pipeline.SourceSettings("simulated", inject_defects=defects)
+    run_prices("backfill", plans, settings, universe, data_dir, steps=PLAIN_STEPS)
+
+
+def read_all(data_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every dataset via pyarrow (hive), stamps dropped, sorted; raises if anything is unreadable."""
+    out = {}
+    for spec in DATASETS:
+        root = data_dir / spec.name
+        if not root.is_dir():
+            out[spec.name] = pd.DataFrame()
+            continue
+        table = ds.dataset(root, format="parquet", partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive")).to_table()
+        frame = table.to_pandas()
+        frame = frame[[c for c in frame.columns if c not in STAMPS]]
+        for c in frame.columns:
+            if frame[c].map(lambda v: hasattr(v, "tolist")).any():
+                frame[c] = frame[c].map(lambda v: tuple(v.tolist()) if hasattr(v, "tolist") else v)
+        keys = [k for k in (*spec.partition_by, *spec.key)]
+        out[spec.name] = frame.sort_values(keys).reset_index(drop=True)
+    return out
+
+
+def check_readable_and_unique(data_dir: Path) -> dict[str, pd.DataFrame]:
+    frames = read_all(data_dir)
+    for spec in DATASETS:
+        frame = frames[spec.name]
+        if frame.empty:
+            continue
+        keys = [*spec.partition_by, *spec.key]
+        dupes = frame.duplicated(keys)
+        assert not dupes.any(), f"{spec.name}: {int(dupes.sum())} duplicated keys"
+        glob = f"{data_dir}/{spec.name}/**/*.parquet"
+        n = duckdb.sql(f"select count(*) from read_parquet('{glob}', hive_partitioning = true)").fetchall()[0][0]
+        assert n == len(frame), f"{spec.name}: DuckDB reads {n} rows, pyarrow {len(frame)}"
+    return frames
+
+
+def assert_nothing_lost(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame]) -> None:
+    for spec in DATASETS:
+        old = before[spec.name]
+        if old.empty:
+            continue
+        keys = [*spec.partition_by, *spec.key]
+        present = pd.MultiIndex.from_frame(old[keys]).isin(pd.MultiIndex.from_frame(after[spec.name][keys]))
+        assert present.all(), f"{spec.name}: {int((~present).sum())} stored rows lost"
+
+
+def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    for spec in DATASETS:
+        pd.testing.assert_frame_equal(a[spec.name], b[spec.name], check_dtype=False, obj=spec.name)
+
+
+def kill_after(seconds: float) -> None:
+    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGKILL)).start()
+
+
+def kill_at_call(module: object, name: str, n: int, after: bool = False) -> None:
+    """SIGKILL this process at the n-th call of module.name (before it runs, or right after)."""
+    original: Callable = getattr(module, name)
+    calls = {"n": 0}
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == n and not after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if calls["n"] == n and after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(module, name, wrapper)
+
+
+def forked_trial(work: Callable[[], None], arm: Callable[[], None], timeout: float = 120) -> str:
+    """Run `work` in a forked child after `arm()` set up its death; returns how the child ended."""
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            arm()
+            work()
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if os.WIFSIGNALED(status):
+                return f"killed by signal {os.WTERMSIG(status)}"
+            return f"exited {os.WEXITSTATUS(status)}"
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "timed out"
+
+
+def copy_dir(src: Path, dst: Path) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst

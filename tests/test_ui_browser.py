@@ -1,0 +1,100 @@
+"""The Prefect UI shows a served run and its artifacts: headless Chromium (Debian's chromium and
+chromium-driver) via Selenium, against the session's `aimoves serve` (see test_deployments.py).
+
+Screenshots go to docs/screenshots/ (the README shows them); AIMOVES_SCREENSHOT_DIR redirects them.
+Skipped where /usr/bin/chromium, /usr/bin/chromedriver or selenium is missing (`.ci/run` installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from test_deployments import REPO, Stack, acquire_stack, release_stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SHOTS = Path(os.environ.get("AIMOVES_SCREENSHOT_DIR") or REPO / "docs" / "screenshots")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.flow,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield acquire_stack(tmp_path_factory)
+    release_stack()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="aimoves-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1440,1000", f"--user-data-dir={profile}",
+                 # the UI's analytics script reaches for an outside host even with analytics off
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for_text(driver: Any, *texts: str, timeout: float = 45) -> str:
+    """The page's text once it contains all `texts` (a single-page app renders after load)."""
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            body = driver.find_element("tag name", "body").text
+        except Exception:
+            body = ""
+        if all(t in body for t in texts):
+            time.sleep(0.5)  # let charts and fonts settle before a screenshot
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"{texts} not on {driver.current_url} after {timeout:.0f} s; page text:\n{body[:2000]}")
+
+
+def test_the_ui_shows_the_run_and_its_sector_moves_artifact(stack: Stack, browser: Any) -> None:
+    run = stack.daily_us_run()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    browser.get(f"{stack.ui_url}/runs/flow-run/{run.id}")
+    text = _wait_for_text(browser, run.name, "Completed")
+    assert "Can't connect to Server API" not in text
+    browser.save_screenshot(str(SHOTS / "flow-run.png"))
+    page_seconds = time.monotonic() - started
+
+    artifact = next(a for a in stack.artifacts(run.id) if (a.key or "").startswith("sector-moves"))
+    browser.get(f"{stack.ui_url}/artifacts/artifact/{artifact.id}")
+    _wait_for_text(browser, "Sector moves on 2025-01-27", "semiconductors")
+    browser.save_screenshot(str(SHOTS / "artifact.png"))
+
+    browser.get(f"{stack.ui_url}/deployments")
+    _wait_for_text(browser, "daily-us", "daily-hk", "daily-cn", "derive-all", "backfill")
+    browser.save_screenshot(str(SHOTS / "deployments.png"))
+
+    for name in ("flow-run.png", "artifact.png", "deployments.png"):
+        assert (SHOTS / name).stat().st_size > 20_000, name  # a rendered page, not a blank one
+    print(f"flow run page rendered in {page_seconds:.1f} s")
