@@ -196,7 +196,7 @@ def merge_news(stored: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         if old_rows:
             # The stored row that was seen first carries the story; other stored rows that the
             # new copies happen to bridge stay as they are (a stored row is never deleted here).
-            base = min(old_rows, key=lambda i: (records[i]["first_seen_at"], str(records[i]["id"])))
+            base = min(old_rows, key=lambda i: (_LATEST if pd.isna(records[i]["first_seen_at"]) else records[i]["first_seen_at"], str(records[i]["id"])))
             members = [base, *new_rows]
         else:
             base = _representative(records, new_rows)
