@@ -48,11 +48,12 @@ def exchange_dates(values: pd.Series, timezone: str) -> tuple[pd.Series, pd.Seri
     return out, out.isna()
 
 
-def normalize_prices(batch: PriceBatch, market: str, settled_through: date | None = None) -> NormalizedPrices:
+def normalize_prices(batch: PriceBatch, market: str, settled_through: date | None = None, today: date | None = None) -> NormalizedPrices:
     """Rename, type and key the bars of one market; collapse identical duplicate rows.
 
-    Bars dated after `settled_through` (the latest session that has closed, plus a buffer) are the
-    live, unfinished bar of a session under way: they are dropped, never stored.
+    Bars dated after `settled_through` (the latest session that has closed, plus a buffer) up to
+    `today` (the exchange's current date) are the live, unfinished bar of a session under way:
+    they are dropped, never stored. Bars dated after `today` are left for validation to quarantine.
     """
     info = MARKET_INFO[market]
     bars = batch.bars.rename(columns=_RENAME)
@@ -84,6 +85,8 @@ def normalize_prices(batch: PriceBatch, market: str, settled_through: date | Non
     out = out[~empty & ~bad]
     if settled_through is not None:
         live = out["date"] > pd.Timestamp(settled_through)
+        if today is not None:
+            live &= out["date"] <= pd.Timestamp(today)
         result.unsettled_dropped = int(live.sum())
         out = out[~live]
     before = len(out)

@@ -152,7 +152,7 @@ def _in_window(frame: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
 
 def _row_ids(frame: pd.DataFrame) -> list[str]:
     cols = ["symbol", "date", "open", "high", "low", "close", "adj_close", "volume", "source"]
-    text = frame[cols].astype(str).agg("|".join, axis=1)
+    text = frame[cols].astype(str).fillna("<NA>").agg("|".join, axis=1)  # NOTE: pandas 3 keeps NaN through astype(str)
     return [hashlib.blake2b(t.encode(), digest_size=10).hexdigest() for t in text]
 
 
@@ -304,7 +304,8 @@ def write_quarantine(frame: pd.DataFrame, data_dir: Path) -> WriteResult:
 
 
 def blocked_dates(validation: ValidationResult, plan: MarketPlan, share: float) -> list[date]:
-    """Sessions of the write window whose batch failed: no valid row, or more than `share` quarantined."""
+    """Sessions whose batch failed: in the requested window, no valid row; anywhere in the fetched
+    window, more than `share` of the date's rows quarantined."""
     if plan.closed_reason:
         return []
     days = sessions(plan.market, plan.request.start, plan.write_end).dates
@@ -313,7 +314,8 @@ def blocked_dates(validation: ValidationResult, plan: MarketPlan, share: float) 
     out = []
     for day in days:
         ok, q = int(passed.get(day, 0)), int(bad.get(day, 0))
-        if ok == 0 or q / (ok + q) > share:
+        requested = day >= pd.Timestamp(plan.write_start)
+        if (ok == 0 and (q or requested)) or (ok + q and q / (ok + q) > share):
             out.append(day.date())
     return out
 

@@ -55,7 +55,7 @@ def run_market(
     extra = tuple(universe.extra_holidays.get(plan.market, ()))  # type: ignore[call-overload]
     batch = steps.fetch_prices(source, plan.request)
     raw = steps.store_raw(batch, data_dir) if source.name != "replay" else None
-    normalized = steps.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now))
+    normalized = steps.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now), pipeline.exchange_today(plan.market, now))
     checked = steps.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
     written, quarantined, restated = steps.write(checked, normalized, batch, plan, data_dir, run_id, now)
     report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
@@ -171,7 +171,9 @@ def run_prices(
         summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
         summary.sector_moves = steps.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
         if blocked:
-            logger.warning("sector moves not computed for %s: the prices batch failed there", ", ".join(summary.sector_moves.blocked or []))
+            listed = summary.sector_moves.blocked or []
+            more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+            logger.warning("sector moves not computed for %s%s: the prices batch failed there", ", ".join(listed[:10]), more)
     if kind == "daily":
         warn_if_stale(summary, data_dir, now)
     summary.finished_at = datetime.now(UTC).isoformat()

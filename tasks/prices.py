@@ -31,8 +31,8 @@ def store_raw(batch: PriceBatch, data_dir: Path) -> RawRecord:
 
 
 @task(name="normalize-prices", task_run_name="normalize-prices-{market}", cache_policy=NO_CACHE)
-def normalize(batch: PriceBatch, market: str, settled_through: date) -> NormalizedPrices:
-    return normalize_prices(batch, market, settled_through)
+def normalize(batch: PriceBatch, market: str, settled_through: date, today: date) -> NormalizedPrices:
+    return normalize_prices(batch, market, settled_through, today)
 
 
 @task(name="validate-prices", task_run_name="validate-prices-{market}", cache_policy=NO_CACHE)

@@ -128,6 +128,22 @@ class Stack:
         with self.settings():
             return run_deployment(name, parameters=parameters or {}, timeout=timeout, poll_interval=1)
 
+    def submit(self, name: str, parameters: dict[str, Any] | None = None) -> Any:
+        from prefect.deployments import run_deployment
+
+        with self.settings():
+            return run_deployment(name, parameters=parameters or {}, timeout=0)
+
+    def wait(self, *runs: Any, timeout: float = 300) -> list[Any]:
+        """Runs submitted together (they run side by side) to their final states."""
+        deadline = time.monotonic() + timeout
+        with self.settings(), self.client() as client:
+            while True:
+                now = [client.read_flow_run(r.id) for r in runs]
+                if all(r.state is not None and r.state.is_final() for r in now) or time.monotonic() > deadline:
+                    return now
+                time.sleep(1)
+
     def daily_us_run(self) -> Any:
         """One completed simulated daily-us run for 2025-01-27, shared by the tests that look at it."""
         if "daily-us" not in self.cache:
@@ -319,11 +335,12 @@ def test_a_served_daily_run_completes_and_publishes_artifacts(stack: Stack) -> N
     assert any(k and k.startswith("sector-moves") for k in keys), keys
 
 
-@pytest.mark.parametrize("market", ["HK", "CN"])
-def test_every_market_deployment_runs(stack: Stack, market: str) -> None:
-    run = stack.run(f"daily/daily-{market.lower()}", {"day": "2025-01-27"})
-    assert run.state.is_completed(), run.state
-    assert (stack.data_dir / "prices" / f"market={market}").is_dir()
+def test_every_market_deployment_runs(stack: Stack) -> None:
+    runs = stack.wait(*(stack.submit(f"daily/daily-{m.lower()}", {"day": "2025-01-27"}) for m in ("HK", "CN")))
+    for market, run in zip(("HK", "CN"), runs):
+        assert run.state.is_completed(), (market, run.state)
+        assert run.name == f"daily-{market}-2025-01-27"
+        assert (stack.data_dir / "prices" / f"market={market}").is_dir()
 
 
 def test_serve_refuses_a_port_in_use(stack: Stack) -> None:
@@ -402,13 +419,14 @@ def test_failures_and_heavy_quarantine_send_notifications(stack: Stack, webhook:
     result = stack.cli(str(REPO / "automations" / "apply.py"), "--webhook-url", url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("automation") == 2, result.stdout
-    # a failing run: --source csv without a csv_dir
-    failed = stack.run("daily/daily-us", {"source": "csv"})
-    assert failed.state.is_failed(), failed.state
-    # a run that quarantines more than 5%: the injected defects of one stock's bars
     (tmp_path / "one.yaml").write_text(ONE_US_STOCK)
-    heavy = stack.run("daily/daily-us", {"day": "2025-01-27", "inject_defects": True, "universe": str(tmp_path / "one.yaml"),
-                                         "data_dir": str(tmp_path / "data")})
+    failed, heavy = stack.wait(
+        stack.submit("daily/daily-us", {"source": "csv"}),  # fails: --source csv without a csv_dir
+        # quarantines more than 5%: the injected defects among one stock's bars
+        stack.submit("daily/daily-us", {"day": "2025-01-27", "inject_defects": True, "universe": str(tmp_path / "one.yaml"),
+                                        "data_dir": str(tmp_path / "data")}),
+    )
+    assert failed.state.is_failed(), failed.state
     assert heavy.state.is_completed(), heavy.state
     deadline = time.monotonic() + 60
     while len(received) < 2 and time.monotonic() < deadline:
@@ -452,3 +470,14 @@ def test_prefect_deploy_all_from_a_clean_checkout(stack: Stack, tmp_path: Path) 
         assert d.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(clone)}}]
         assert [{"cron": s.schedule.cron, "timezone": s.schedule.timezone} for s in d.schedules] == spec.schedules
         assert d.parameters == spec.parameters  # source yahoo, data_dir data: as in prefect.yaml
+    # Back to what `aimoves serve` registered (same deployment ids: its runner keeps serving them).
+    from aimoves.serve import build_deployments
+
+    overrides = {"source": "simulated", "data_dir": str(stack.data_dir), "universe": str(stack.universe)}
+    with stack.settings():
+        for served in build_deployments(load_specs(REPO / "prefect.yaml"), REPO, overrides):
+            served.apply()
+        with stack.client() as client:
+            restored = {d.name: d for d in client.read_deployments()}
+    assert {d.id for d in restored.values()} == {d.id for d in deployments.values()}
+    assert all(d.work_pool_name is None and d.parameters.get("source", "simulated") == "simulated" for d in restored.values()), {n: (d.work_pool_name, d.parameters, d.pull_steps) for n, d in restored.items()}

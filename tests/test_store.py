@@ -126,7 +126,7 @@ def test_live_bars_of_an_open_session_are_not_stored() -> None:
 
     bars = pd.DataFrame({"Date": ["2025-01-27", "2025-01-28"], "Ticker": "NVDA", "Open": 1.0, "High": 1.0, "Low": 1.0, "Close": 1.0, "Adj Close": 1.0, "Volume": 1})
     batch = PriceBatch("test", PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 28)), bars)
-    result = normalize_prices(batch, "US", settled_through=date(2025, 1, 27))
+    result = normalize_prices(batch, "US", settled_through=date(2025, 1, 27), today=date(2025, 1, 28))
     assert result.unsettled_dropped == 1 and list(result.prices["date"].astype(str)) == ["2025-01-27"]
 
 
@@ -138,3 +138,16 @@ def test_delete_keys_removes_only_those_rows(tmp_path: Path) -> None:
     assert removed == 1
     left = pd.read_parquet(tmp_path / "prices")
     assert sorted(zip(left["symbol"], left["date"].astype(str))) == [("AMD", "2025-01-02"), ("NVDA", "2025-01-02"), ("NVDA", "2025-01-03")]
+
+
+def test_bars_after_today_are_left_for_validation_not_dropped_as_live() -> None:
+    from datetime import date
+
+    from aimoves.normalize import normalize_prices
+    from aimoves.sources.base import PriceBatch, PriceRequest
+
+    bars = pd.DataFrame({"Date": ["2025-01-27", "2025-01-28", "2031-01-06"], "Ticker": "NVDA", "Open": 1.0, "High": 1.0, "Low": 1.0, "Close": 1.0, "Adj Close": 1.0, "Volume": 1})
+    batch = PriceBatch("test", PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2031, 1, 6)), bars)
+    result = normalize_prices(batch, "US", settled_through=date(2025, 1, 27), today=date(2025, 1, 28))
+    assert result.unsettled_dropped == 1
+    assert list(result.prices["date"].astype(str)) == ["2025-01-27", "2031-01-06"]

@@ -1,0 +1,140 @@
+"""The bad-input corpus (tests/badinputs/): every case's expected outcome is asserted.
+
+Each prices case runs the whole recipe (plain steps, no engine) into a copy of a data dir that
+already holds NVDA's earlier bars; nothing stored before may be lost, whatever the case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from aimoves import pipeline
+from aimoves.errors import ConfigError
+from aimoves.flows.prices import PLAIN_STEPS, RunFailed, run_prices
+from aimoves.universe import load_universe, parse_universe
+
+CORPUS = Path(__file__).parent / "badinputs"
+EXPECTED: dict[str, dict] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
+UNIVERSE = parse_universe("stocks:\n  - {symbol: NVDA, name: NVIDIA, market: US, sector: semiconductors}\n", "nvda-only")
+START = date(2025, 1, 27)
+EARLIER = "Date,Open,High,Low,Close,Adj Close,Volume\n" + "\n".join(
+    f"{d.date()},{100 + i:.2f},{102 + i:.2f},{99 + i:.2f},{101 + i:.2f},{101 + i:.2f},150000000"
+    for i, d in enumerate(pd.bdate_range("2025-01-02", "2025-01-24"))
+    if d.date() not in (date(2025, 1, 9), date(2025, 1, 20))
+) + "\n"
+
+
+def _record(case: str, outcome: str) -> None:
+    out = os.environ.get("AIMOVES_RELIABILITY_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps({"kind": "bad input", "point": case, "outcome": outcome, "verdict": "ok"}) + "\n")
+
+
+def _run(data_dir: Path, csv_dir: Path, end: date) -> pipeline.RunSummary:
+    plan = pipeline.plan_backfill(UNIVERSE, "US", START if end >= START else end, end)
+    try:
+        return run_prices("backfill", [plan], pipeline.SourceSettings("csv", csv_dir), UNIVERSE, data_dir, steps=PLAIN_STEPS)
+    except RunFailed as exc:
+        exc.summary.markets[0].notes.append(f"run failed: {exc}")
+        return exc.summary
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding NVDA's bars of 2025-01-02..2025-01-24."""
+    root = tmp_path_factory.mktemp("badinputs")
+    (root / "csv").mkdir()
+    (root / "csv" / "NVDA.csv").write_text(EARLIER)
+    plan = pipeline.plan_backfill(UNIVERSE, "US", date(2025, 1, 2), date(2025, 1, 24))
+    run_prices("backfill", [plan], pipeline.SourceSettings("csv", root / "csv"), UNIVERSE, root / "data", steps=PLAIN_STEPS)
+    return root / "data"
+
+
+def test_the_corpus_is_complete() -> None:
+    files = {p.name for p in CORPUS.iterdir() if p.name != "expected.yaml"}
+    assert files == set(EXPECTED), files ^ set(EXPECTED)
+    assert len(EXPECTED) >= 25 or len(EXPECTED) + len(NEWS_CASES) >= 25
+
+
+PRICE_CASES = sorted(k for k, v in EXPECTED.items() if v["kind"] == "prices")
+
+
+@pytest.mark.parametrize("case", PRICE_CASES)
+def test_prices_case(case: str, stored: Path, tmp_path: Path) -> None:
+    expected = EXPECTED[case]
+    data_dir = tmp_path / "data"
+    shutil.copytree(stored, data_dir)
+    before = pd.read_parquet(data_dir / "prices")
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    shutil.copy(CORPUS / case, csv_dir / "NVDA.csv")
+    end = expected.get("window_end", date(2025, 2, 7))
+    summary = _run(data_dir, csv_dir, end)
+    report = summary.markets[0]
+
+    after = pd.read_parquet(data_dir / "prices")
+    kept = before.merge(after, on=["symbol", "date"], suffixes=("", "_after"))
+    assert len(kept) == len(before) and (kept["close"] == kept["close_after"]).all(), "earlier rows were lost or changed"
+    window = after[pd.to_datetime(after["date"]) >= pd.Timestamp(START)]
+    if "failure" in expected:
+        assert report.failures and expected["failure"] in report.failures[0]["reason"], report.failures
+        assert window.empty
+        _record(case, f"failure record: {report.failures[0]['reason']}")
+        return
+    assert len(window) == expected["written"], (len(window), report)
+    quarantine = pd.read_parquet(data_dir / "quarantine" / "prices") if (data_dir / "quarantine" / "prices").exists() else pd.DataFrame(columns=["expectation", "reason", "date"])
+    quarantine = quarantine[quarantine["date"].isna() | (pd.to_datetime(quarantine["date"]) >= pd.Timestamp(START))]
+    counts = quarantine["expectation"].str.split(",").explode().value_counts().to_dict() if len(quarantine) else {}
+    for name, n in (expected.get("quarantined") or {}).items():
+        assert counts.get(name) == n, counts
+    if not expected.get("quarantined"):
+        assert quarantine.empty, quarantine[["expectation", "reason"]]
+    if "reason" in expected:
+        assert any(expected["reason"] in r for r in quarantine["reason"]), list(quarantine["reason"])
+    flags = window["dq_flags"].explode().value_counts().to_dict()
+    for name, n in (expected.get("flagged") or {}).items():
+        assert flags.get(name) == n, flags
+    if "empty_bars" in expected:
+        assert report.empty_bars_dropped == expected["empty_bars"]
+    reasons = "; ".join(sorted(set(quarantine["reason"]))) if len(quarantine) else ""
+    _record(case, f"{len(window)} rows written" + (f"; quarantined: {reasons}" if reasons else "") + (f"; flagged: {flags}" if flags else ""))
+
+
+@pytest.mark.parametrize("case", sorted(k for k, v in EXPECTED.items() if v["kind"] == "universe"))
+def test_universe_case(case: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_universe(CORPUS / case)
+    for text in EXPECTED[case]["error"]:
+        assert text in str(info.value)
+    assert case in str(info.value)  # names the file
+    _record(case, str(info.value).replace("\n", " "))
+
+
+def test_truncated_raw_payload_is_reported_not_fatal(stored: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(stored, data_dir)
+    before = pd.read_parquet(data_dir / "prices")
+    fetch = next((data_dir / "raw" / "prices").glob("*/*/*"))
+    shutil.copy(CORPUS / "truncated_raw.parquet", fetch / "NVDA.csv")  # the csv payload replaced by junk
+    manifest = json.loads((fetch / "manifest.json").read_text())
+    manifest["payloads"] = [{"name": "NVDA.csv", "kind": "table", "rows": 2}]
+    (fetch / "manifest.json").write_text(json.dumps(manifest))
+    plan = pipeline.plan_backfill(UNIVERSE, "US", date(2025, 1, 2), date(2025, 1, 24))
+    with pytest.raises(RunFailed) as info:
+        run_prices("backfill", [plan], pipeline.SourceSettings("replay"), UNIVERSE, data_dir, steps=PLAIN_STEPS)
+    report = info.value.summary.markets[0]
+    assert any(EXPECTED["truncated_raw.parquet"]["note"] in n for n in report.notes), report.notes
+    pd.testing.assert_frame_equal(pd.read_parquet(data_dir / "prices"), before)
+    _record("truncated_raw.parquet", f"replay: {next(n for n in report.notes if 'unreadable' in n)}; stored prices unchanged")
+
+
+NEWS_CASES: list[str] = []
