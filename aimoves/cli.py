@@ -34,6 +34,10 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit non-zero when ro
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="With --source simulated: random seed.")]
 ShockOpt = Annotated[Optional[str], typer.Option("--shock-date", help="With --source simulated: the shock day (default 2025-01-27).")]
 DefectsOpt = Annotated[bool, typer.Option("--inject-defects", help="With --source simulated: add bad rows to exercise quarantine.")]
+NewsOpt = Annotated[
+    Optional[str],
+    typer.Option("--news-source", help="yahoo | rss | simulated | replay | none (default: follows --source; csv has no news)."),
+]
 
 
 def _date(value: str | None, option: str) -> date | None:
@@ -87,6 +91,15 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
         if fx.get("error"):
             line += f"; [yellow]{fx['error']}: USD columns stay empty for those dates[/]"
         out.print(line, highlight=False)
+    if summary.news:
+        news = summary.news
+        if news.get("error"):
+            out.print(f"[yellow]news failed: {news['error']}[/] (prices and moves were written)", highlight=False)
+        else:
+            out.print(f"news {news.get('window', '')} ({news.get('source')}): {news.get('passed', 0):,} items, {news.get('new', 0):,} new, "
+                      f"{news.get('duplicates_in_batch', 0):,} duplicates merged, {news.get('quarantined', 0)} quarantined", highlight=False)
+            for f in news.get("failures", []):
+                out.print(f"news failed for {f['symbol']}: {f['reason']}", highlight=False)
     for report in (summary.stock_moves, summary.sector_moves):
         if report and report.window:
             out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
@@ -100,6 +113,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             ("quarantined rows", "quarantine/prices", sum(m.quarantined for m in summary.markets)),
             ("raw fetches", "raw/", sum(1 for m in summary.markets if m.raw_path)),
             ("fx", "fx", (summary.fx or {}).get("passed", 0)),
+            ("news", "news", (summary.news or {}).get("passed", 0)),
             ("stock moves", "stock_moves", getattr(summary.stock_moves, "passed", 0)),
             ("sector moves", "sector_moves", getattr(summary.sector_moves, "passed", 0)),
         )
@@ -125,6 +139,13 @@ def _run(flow_name: str, **params: object) -> None:
             raise AimovesError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
         if params.get("csv_dir") and not Path(str(params["csv_dir"])).is_dir():
             raise AimovesError(f"--csv-dir {params['csv_dir']}: not a directory")
+        news = params.get("news_source")
+        if news is not None:
+            from aimoves.news.sources import NEWS_SOURCES, make_news_source
+
+            if news not in NEWS_SOURCES:
+                raise AimovesError(f"--news-source {news!r}: choose one of {', '.join(NEWS_SOURCES)}")
+            make_news_source(str(news), load_universe(params["universe"]), Path(str(params["data_dir"])))  # clear errors now
     except AimovesError as exc:
         _fail(str(exc))
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
@@ -156,8 +177,9 @@ def backfill(
     seed: SeedOpt = None,
     shock_date: ShockOpt = None,
     inject_defects: DefectsOpt = False,
+    news_source: NewsOpt = None,
 ) -> None:
-    """Fetch, validate and write prices for every session from --start to --end."""
+    """Fetch, validate and write prices for every session from --start to --end, then news and moves."""
     try:
         start_d, end_d, shock = _date(start, "--start"), _date(end, "--end"), _date(shock_date, "--shock-date")
         if end_d < start_d:  # type: ignore[operator]
@@ -165,7 +187,7 @@ def backfill(
     except AimovesError as exc:
         _fail(str(exc))
     _run("backfill", start=start_d, end=end_d, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
-         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects)
+         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects, news_source=news_source)
 
 
 @app.command()
@@ -180,14 +202,15 @@ def daily(
     seed: SeedOpt = None,
     shock_date: ShockOpt = None,
     inject_defects: DefectsOpt = False,
+    news_source: NewsOpt = None,
 ) -> None:
-    """Fetch, validate and write one session per market (re-reading a few sessions before it for context)."""
+    """Fetch, validate and write one session per market (re-reading a few sessions before it), then news and moves."""
     try:
         day_d, shock = _date(day, "--date"), _date(shock_date, "--shock-date")
     except AimovesError as exc:
         _fail(str(exc))
     _run("daily", day=day_d, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
-         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects)
+         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects, news_source=news_source)
 
 
 @app.command("universe")

@@ -293,7 +293,32 @@ def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow]
     prices = read_frame(PRICES, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi, market=sorted({w.market for w in windows}))
     fx = read_frame(FX, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi)
     moves = compute_stock_moves(prices, fx, universe, windows)
+    moves = attach_news_ids(moves, data_dir, universe, lo, hi)
     return _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, f"{lo}..{hi}")
+
+
+def _news_links(data_dir, universe: Universe, lo: date, hi: date) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001
+    """Stored news around lo..hi and its (symbol, session date, news_ids) links."""
+    from aimoves.news.join import link_news_to_sessions
+    from aimoves.news.store import load_news, news_window
+
+    if not (data_dir / "news").is_dir():
+        return pd.DataFrame(), pd.DataFrame()
+    news = load_news(data_dir, *news_window(lo, hi))
+    if news.empty:
+        return news, pd.DataFrame()
+    return news, link_news_to_sessions(news, {s.symbol: s.market for s in universe.stocks}, lo, hi)
+
+
+def attach_news_ids(moves: pd.DataFrame, data_dir, universe: Universe, lo: date, hi: date) -> pd.DataFrame:  # noqa: ANN001
+    """news_ids: the items about the symbol published between the previous session's close and this one's."""
+    _, links = _news_links(data_dir, universe, lo, hi)
+    if moves.empty or links.empty:
+        return moves
+    ids = moves[["symbol", "date"]].merge(links, on=["symbol", "date"], how="left")["news_ids"]
+    moves = moves.copy()
+    moves["news_ids"] = [sorted(v) if isinstance(v, list | np.ndarray) else [] for v in ids]
+    return moves
 
 
 def derive_sector_moves(
@@ -309,6 +334,20 @@ def derive_sector_moves(
     moves = read_frame(STOCK_MOVES, data_dir, lo, hi)
     regions = [m for m in MARKETS if any(w.market == m for w in windows)] + ["ALL"]
     sectors = compute_sector_moves(moves, universe, regions, lo, hi, blocked)
+    sectors = attach_news_stats(sectors, data_dir, universe, lo, hi)
     report = _split_and_write(sectors, "sector_moves", SECTOR_MOVES, QUARANTINE_SECTOR_MOVES, data_dir, run_id, now, f"{lo}..{hi}")
     report.blocked = sorted(f"{m} {d}" for m, d in blocked if lo <= d <= hi)
     return report
+
+
+def attach_news_stats(sectors: pd.DataFrame, data_dir, universe: Universe, lo: date, hi: date) -> pd.DataFrame:  # noqa: ANN001
+    """news_count and sentiment_mean per (date, region, sector) from the members' linked news."""
+    from aimoves.news.join import sector_news_stats
+
+    news, links = _news_links(data_dir, universe, lo, hi)
+    if sectors.empty or links.empty:
+        return sectors
+    stats = sector_news_stats(news, links, {s.symbol: s.sector for s in universe.stocks}, {s.symbol: s.market for s in universe.stocks})
+    merged = sectors.drop(columns=["news_count", "sentiment_mean"]).merge(stats, on=["date", "region", "sector"], how="left")
+    merged["news_count"] = merged["news_count"].fillna(0).astype(int)
+    return merged[sectors.columns]

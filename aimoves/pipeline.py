@@ -43,6 +43,17 @@ class SourceSettings:
     seed: int | None = None
     shock_date: date | None = None
     inject_defects: bool = False
+    news: str | None = None  # news source name; None: no news
+
+
+NEWS_FOLLOWS = {"yahoo": "yahoo", "simulated": "simulated", "replay": "replay", "csv": None}
+
+
+def news_source_for(price_source: str, news_source: str | None) -> str | None:
+    """`--news-source`, or by default the price source where it has news (csv has none)."""
+    if news_source is None:
+        return NEWS_FOLLOWS.get(price_source)
+    return None if news_source == "none" else news_source
 
 
 def make_source(settings: SourceSettings, universe: Universe, data_dir: Path) -> PriceSource:
@@ -264,6 +275,7 @@ class RunSummary:
     started_at: str
     markets: list[MarketReport] = field(default_factory=list)
     fx: dict | None = None
+    news: dict | None = None
     stock_moves: object | None = None  # derive.DeriveReport
     sector_moves: object | None = None  # derive.DeriveReport
     finished_at: str | None = None

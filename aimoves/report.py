@@ -253,8 +253,13 @@ def write_report(
     files = ReportFiles(png=out_dir / f"{name}.png", markdown=out_dir / f"{name}.md", html=out_dir / f"{name}.html")
     figure.savefig(files.png, dpi=110)
     shown = _formatted(table)
-    files.markdown.write_text(_markdown(title, intro, files.png.name, shown), encoding="utf-8")
-    files.html.write_text(_html(title, intro, files.png.name, shown, table), encoding="utf-8")
+    headlines = big_move_headlines(data_dir, window["date"].min(), window["date"].max())
+    markdown = _markdown(title, intro, files.png.name, shown)
+    markdown = markdown.replace(HEADLINES_MARKER, HEADLINES_MARKER + "\n\n" + _headlines_markdown(headlines), 1)
+    page = _html(title, intro, files.png.name, shown, table)
+    page = page.replace(HEADLINES_MARKER, HEADLINES_MARKER + "\n" + _headlines_html(headlines), 1)
+    files.markdown.write_text(markdown, encoding="utf-8")
+    files.html.write_text(page, encoding="utf-8")
     log.info("wrote %s, %s, %s", files.png, files.markdown, files.html)
     return files
 
@@ -425,3 +430,57 @@ def _window_figure(moves: pd.DataFrame, start: date, end: date):  # noqa: ANN202
     for ax in axes[2:]:
         ax.set_xlabel("session date")
     return fig
+
+
+def big_move_headlines(data_dir: Path, lo: object, hi: object) -> pd.DataFrame:
+    """Big moves from lo to hi (|z| ≥ the threshold) with the headlines linked to each."""
+    from aimoves.api import load_stock_moves
+    from aimoves.news.store import load_news
+
+    moves = load_stock_moves(lo, hi, data_dir=data_dir)
+    if moves.empty:
+        return pd.DataFrame()
+    big = moves[moves["big_move"].fillna(False).astype(bool)].sort_values(["date", "zscore"])
+    if big.empty or not (data_dir / "news").is_dir():
+        return big.assign(headlines=[[] for _ in range(len(big))])
+    news = load_news(data_dir, pd.Timestamp(lo) - pd.Timedelta(days=7), pd.Timestamp(hi) + pd.Timedelta(days=1)).drop_duplicates("id").set_index("id")
+    big = big.copy()
+    big["headlines"] = [
+        [news.loc[i].to_dict() | {"id": i} for i in ids if i in news.index] if isinstance(ids, list | np.ndarray) else []
+        for ids in big["news_ids"]
+    ]
+    return big
+
+
+def _headlines_markdown(big: pd.DataFrame) -> str:
+    if big.empty:
+        return "## Headlines of big moves\n\nNo big move (|z| ≥ 3) in this window."
+    lines = ["## Headlines of big moves", "", "Moves with |z| ≥ 3 against the stock's own 60-session volatility, with the news linked to them "
+             "(published between the previous session's close and this one's)."]
+    for _, m in big.iterrows():
+        lines += ["", f"**{m['date']:%Y-%m-%d} {m['symbol']}** ({m['market']}, {m['sector'] or 'benchmark'}): {_pct(m['ret'])}, z = {m['zscore']:+.1f}"]
+        if not m["headlines"]:
+            lines.append("- no linked headline")
+        for h in m["headlines"]:
+            when = pd.Timestamp(h["published_at"]).strftime("%Y-%m-%d %H:%M UTC")
+            link = f" <{h['url']}>" if isinstance(h.get("url"), str) and h["url"] else ""
+            lines.append(f"- {h['title']} — {h.get('publisher') or 'unknown'}, {when}, sentiment {h['sentiment']:+.2f}{link}")
+    return "\n".join(lines)
+
+
+def _headlines_html(big: pd.DataFrame) -> str:
+    if big.empty:
+        return "<h2>Headlines of big moves</h2><p>No big move (|z| ≥ 3) in this window.</p>"
+    parts = ["<h2>Headlines of big moves</h2>"]
+    for _, m in big.iterrows():
+        parts.append(f"<h3>{m['date']:%Y-%m-%d} {html.escape(m['symbol'])}: {_pct(m['ret'])}, z = {m['zscore']:+.1f}</h3><ul>")
+        if not m["headlines"]:
+            parts.append("<li>no linked headline</li>")
+        for h in m["headlines"]:
+            title = html.escape(str(h["title"]))
+            url = h.get("url")
+            title = f'<a href="{html.escape(url)}">{title}</a>' if isinstance(url, str) and url.startswith(("http://", "https://")) else title
+            when = pd.Timestamp(h["published_at"]).strftime("%Y-%m-%d %H:%M UTC")
+            parts.append(f"<li>{title} — {html.escape(str(h.get('publisher') or 'unknown'))}, {when}, sentiment {h['sentiment']:+.2f}</li>")
+        parts.append("</ul>")
+    return "\n".join(parts)

@@ -205,7 +205,8 @@ def quarantine_of(spec: DatasetSpec) -> DatasetSpec:
         pa.field("quarantined_at", pa.timestamp("us", tz="UTC")),
         pa.field("run_id", pa.string()),
     ]
-    fields = [f for f in spec.schema if f.name not in spec.partition_by and f.name != "ingested_at"]
+    # A row is quarantined precisely when something is missing: every dataset column may be null here.
+    fields = [f.with_nullable(True) for f in spec.schema if f.name not in spec.partition_by and f.name != "ingested_at"]
     parts = [spec.schema.field(k) for k in spec.partition_by]
     return DatasetSpec(
         name=f"quarantine/{spec.name}",

@@ -26,7 +26,7 @@ from aimoves.tasks import prices as t
 # (crash trials and other tests run the whole recipe in a forked process with them).
 PREFECT_STEPS = SimpleNamespace(
     fetch_prices=t.fetch_prices, store_raw=t.store_raw, normalize=t.normalize, validate=t.validate, write=t.write,
-    fx=td.fx, stock_moves=td.stock_moves, sector_moves=td.sector_moves,
+    fx=td.fx, news=td.news, stock_moves=td.stock_moves, sector_moves=td.sector_moves,
 )
 PLAIN_STEPS = SimpleNamespace(**{name: step.fn for name, step in vars(PREFECT_STEPS).items()})
 
@@ -166,6 +166,13 @@ def run_prices(
         except Exception as exc:  # FX trouble leaves USD columns null and flagged; it never stops prices
             logger.warning("FX update failed: %s", exc)
             summary.fx = {"error": f"{type(exc).__name__}: {exc}"}
+        if source.news:
+            try:  # news trouble never stops prices or moves; it is reported
+                summary.news = steps.news(source.news, universe, [p.market for p, _ in derived], start, end, data_dir, summary.run_id, now,
+                                          source.seed, source.shock_date)
+            except Exception as exc:
+                logger.warning("news update failed: %s", exc)
+                summary.news = {"error": f"{type(exc).__name__}: {exc}"}
         windows = [DeriveWindow(p.market, pipeline.next_session(p.market, p.request.start), p.write_end) for p, _ in derived]
         blocked = {(r.market, d) for _, r in derived for d in r.blocked_dates}
         summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
@@ -210,13 +217,16 @@ def backfill(
     seed: int | None = None,
     shock_date: date | None = None,
     inject_defects: bool = False,
+    news_source: str | None = None,
 ) -> pipeline.RunSummary:
-    """Prices for every session from `start` to `end` (after a warm-up read before `start`)."""
+    """Prices for every session from `start` to `end` (after a warm-up read before `start`), then news and moves.
+
+    `news_source` defaults to the price source where it has news (csv has none)."""
     if end < start:
         raise AimovesError(f"--end {end} is before --start {start}")
     stocks = load_universe(universe)
     plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects)
+    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, pipeline.news_source_for(source, news_source))
     return run_prices("backfill", plans, settings, stocks, Path(data_dir))
 
 
@@ -231,10 +241,11 @@ def daily(
     seed: int | None = None,
     shock_date: date | None = None,
     inject_defects: bool = False,
+    news_source: str | None = None,
 ) -> pipeline.RunSummary:
-    """One session per market: `day`, or each market's latest settled session."""
+    """One session per market: `day`, or each market's latest settled session (then news and moves)."""
     stocks = load_universe(universe)
     now = datetime.now(UTC)
     plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects)
+    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, pipeline.news_source_for(source, news_source))
     return run_prices("daily", plans, settings, stocks, Path(data_dir))

@@ -19,6 +19,16 @@ def fx(source: PriceSource, universe: Universe, start: date, end: date, data_dir
     return update_fx(source, universe, start, end, data_dir, run_id, now)
 
 
+@task(name="update-news", task_run_name="update-news-{name}-{start}-to-{end}", cache_policy=NO_CACHE)
+def news(
+    name: str, universe: Universe, markets: list[str], start: date, end: date, data_dir: Path, run_id: str, now: datetime,
+    seed: int | None, shock_date: date | None,
+) -> dict | None:
+    from aimoves.news.stage import update_news
+
+    return update_news(name, universe, markets, start, end, data_dir, run_id, now, seed, shock_date)
+
+
 @task(name="derive-stock-moves", cache_policy=NO_CACHE)
 def stock_moves(data_dir: Path, universe: Universe, windows: list[d.DeriveWindow], run_id: str, now: datetime) -> d.DeriveReport:
     return d.derive_stock_moves(data_dir, universe, windows, run_id, now)

