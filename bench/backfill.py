@@ -25,6 +25,8 @@ What it measures
    and fsync. After the repeats the benchmark checks with DuckDB that the floor's last repeat
    wrote exactly the rows the pipeline's last repeat wrote, in every dataset (stamp columns
    aside), so the ratio measures orchestration and validation overhead, not skipped work.
+   News: where the flows take `news_source`, the benchmark passes "none" (the floor has no news
+   stage yet; --with-news turns it on, and the equality check then reports the unmatched dataset).
 5. Daily: Y years (and separately 1 year) of history are backfilled up to the day before the
    last 2025 session common to all markets (untimed setup); then `daily(day=<that session>)`
    runs in-process, each repeat on a fresh hard-linked copy of that history (the store replaces
@@ -40,7 +42,7 @@ process's own ru_maxrss (the whole process, imports included); the Prefect serve
 process and its peak is on its own line. rows/s = curated price rows written / wall time.
 "where the time goes" splits the medians by stage: for the pipeline the time of each task call
 (Prefect task engine included) with the task function's own time in brackets; "other" is the
-rest of the flow run (flow engine, planning, run record). Targets are printed as PASS/FAIL lines;
+rest of the flow run (flow engine, planning, run record, UI artifacts). Targets are printed as PASS/FAIL lines;
 they are defined for 1,000 symbols x 10 years x 3 markets, so on other sizes they are indicative.
 The last line is always `ratio pipeline/floor: X.XX` (median pipeline wall / median floor wall).
 
@@ -193,13 +195,22 @@ def instrument_pipeline() -> dict[str, float]:
     """Time each task call (engine included) and its function, in memory only (no file is touched).
 
     Two perf_counter calls per task call: negligible next to the work. Returns the dict the
-    timings accumulate into: "<stage>" (whole task call) and "fn:<stage>" (the function itself),
-    plus "gx_init" (GX import, context and suite set-up: first use per suite; later calls are cache hits).
+    timings accumulate into: "<stage>" (whole task call), "fn:<stage>" (the function itself),
+    "rss:<stage>" (the process's peak RSS, bytes, when the stage's call returns), and "gx_init"
+    (GX import, context and suite set-up: first use per suite; later calls are cache hits).
     """
     import functools
     import importlib
+    from types import SimpleNamespace
 
     seconds: dict[str, float] = defaultdict(float)
+    proxies = {}
+    flow_modules = []
+    for flow_module in ("aimoves.flows.prices", "aimoves.flows.derive"):  # import first: they bind tasks at import
+        try:
+            flow_modules.append(importlib.import_module(flow_module))
+        except ImportError:
+            continue
     for (module_name, attr), stage in PIPELINE_TASKS.items():
         module = importlib.import_module(module_name)
         task = getattr(module, attr, None)
@@ -222,8 +233,21 @@ def instrument_pipeline() -> dict[str, float]:
                 return _task(*a, **k)
             finally:
                 seconds[_stage] += time.perf_counter() - t0
+                seconds["rss:" + _stage] = max(seconds["rss:" + _stage], _peak_self())
 
+        timed_call.fn = task.fn  # type: ignore[attr-defined]  # as a Task has
+        proxies[id(task)] = timed_call
         setattr(module, attr, timed_call)
+    # flows may hold the tasks themselves (e.g. a SimpleNamespace of steps bound at import)
+    for module in flow_modules:
+        for value in list(vars(module).values()):
+            if isinstance(value, SimpleNamespace):
+                for name, step in list(vars(value).items()):
+                    if id(step) in proxies:
+                        setattr(value, name, proxies[id(step)])
+        for name, value in list(vars(module).items()):
+            if id(value) in proxies:
+                setattr(module, name, proxies[id(value)])
     import aimoves.validate as validate
 
     original_gx = validate._batch_definition  # cached per suite: GX import, context and suite set-up on first use
@@ -239,6 +263,16 @@ def instrument_pipeline() -> dict[str, float]:
     return seconds
 
 
+def flow_args(flow, spec: dict, **extra) -> dict:
+    """Keyword arguments for a flow; news off unless asked (the floor has no news stage)."""
+    import inspect
+
+    args = dict(markets=spec["markets"], source="simulated", universe=spec["universe"], inject_defects=spec["inject_defects"], **extra)
+    if "news_source" in inspect.signature(flow.fn).parameters and not spec.get("with_news"):
+        args["news_source"] = "none"
+    return args
+
+
 def child_pipeline(spec: dict) -> dict:
     from aimoves.flows.prices import backfill
 
@@ -247,7 +281,7 @@ def child_pipeline(spec: dict) -> dict:
     stack, server_s, warm_s = _prefect_session()
     try:
         rss_start = _rss_now()
-        args = dict(markets=spec["markets"], source="simulated", data_dir=spec["data_dir"], universe=spec["universe"], inject_defects=spec["inject_defects"])
+        args = flow_args(backfill, spec, data_dir=spec["data_dir"])
         start, end = date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"])
         stages.clear()
         if profile:
@@ -293,7 +327,7 @@ def child_daily(spec: dict) -> dict:
     stack, server_s, warm_s = _prefect_session()
     out: dict = {"server_start": server_s, "warmup": warm_s, "walls": [], "rows": [], "stages": []}
     try:
-        args = dict(markets=spec["markets"], source="simulated", universe=spec["universe"], inject_defects=spec["inject_defects"])
+        args = flow_args(backfill, spec)
         history = Path(spec["data_dir"]) / "history"
         t0 = time.perf_counter()
         backfill(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]), data_dir=str(history), **args)
@@ -390,34 +424,44 @@ def duckdb_timings(data_dir: Path, symbol: str, repeats: int) -> tuple[list[floa
     return walls, rows
 
 
-DATASETS = {  # dataset -> stamp columns left out of the comparison
-    "prices": "ingested_at",
-    "quarantine/prices": "quarantined_at, run_id",
-    "fx": "ingested_at",
-    "quarantine/fx": "quarantined_at, run_id",
-    "stock_moves": None,
-    "quarantine/stock_moves": "quarantined_at, run_id",
-    "sector_moves": None,
-    "quarantine/sector_moves": "quarantined_at, run_id",
-}
+STAMPS = ("ingested_at", "quarantined_at", "run_id")  # when/which-run columns: differ between any two runs
+NOT_DATASETS = ("raw", "_staging", "_locks", "_runs")
+
+
+def datasets_in(data_dir: Path) -> set[str]:
+    """Dataset folders (prices, fx, quarantine/prices, ...): the top folders holding Parquet files."""
+    out = set()
+    if not data_dir.is_dir():
+        return out
+    for top in data_dir.iterdir():
+        if not top.is_dir() or top.name in NOT_DATASETS:
+            continue
+        if top.name == "quarantine":
+            out |= {f"quarantine/{sub.name}" for sub in top.iterdir() if sub.is_dir() and count_files(sub)}
+        elif count_files(top):
+            out.add(top.name)
+    return out
 
 
 def same_output(a: Path, b: Path) -> tuple[bool, list[str]]:
-    """Do two data dirs hold the same rows in every dataset (stamps aside) and the same files?"""
+    """Do two data dirs hold the same datasets, files and rows (stamp columns aside)?"""
     import duckdb
 
     con = duckdb.connect()
     lines, ok = [], True
-    for dataset, stamps in DATASETS.items():
+    in_a, in_b = datasets_in(a), datasets_in(b)
+    for dataset in sorted(in_a | in_b, key=lambda d: (d.startswith("quarantine/"), d)):
         na, nb = count_files(a / dataset), count_files(b / dataset)
-        if na == 0 or nb == 0:
-            ok &= na == nb
-            if na or nb:
-                lines.append(f"{dataset}: {na} vs {nb} files  << DIFFERENT")
+        if not na or not nb:
+            ok = False
+            lines.append(f"{dataset}: {na} vs {nb} files  << only one side writes it (the floor lacks this stage?)")
             continue
-        exclude = f" exclude ({stamps})" if stamps else ""
-        qa, qb = (f"select *{exclude} from read_parquet('{d / dataset}/**/*.parquet', hive_partitioning=1)" for d in (a, b))
-        rows = con.execute(f"select count(*) from ({qa})").fetchone()[0]
+        reader = "read_parquet('{}/**/*.parquet', hive_partitioning=1, union_by_name=1)"
+        columns = [r[0] for r in con.execute(f"describe select * from {reader.format(a / dataset)}").fetchall()]
+        stamps = [c for c in columns if c in STAMPS]
+        exclude = f" exclude ({', '.join(stamps)})" if stamps else ""
+        qa, qb = (f"select *{exclude} from {reader.format(d / dataset)}" for d in (a, b))
+        rows = con.execute(f"select count(*) from {reader.format(a / dataset)}").fetchone()[0]
         diff = con.execute(f"select (select count(*) from ({qa} except all {qb})) + (select count(*) from ({qb} except all {qa}))").fetchone()[0]
         same = diff == 0 and na == nb
         ok &= same
@@ -446,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="keep data, logs and results.json in this directory (default: temporary, removed)")
     parser.add_argument("--markets", default=",".join(MARKETS), help="markets to run (default US,HK,CN)")
     parser.add_argument("--inject-defects", action="store_true", help="let the simulated source inject its defects (exercises quarantine)")
+    parser.add_argument("--with-news", action="store_true", help="let the flows fetch news too (off by default: the floor has no news stage, so the ratio would compare unequal work)")
     parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--_spec", help=argparse.SUPPRESS)
@@ -482,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         by_market = universe.symbols_by_market(markets)
         n_symbols = sum(len(v) for v in by_market.values())
         start, end = window(args.years)
-        common = dict(universe=str(universe_path), markets=markets, inject_defects=args.inject_defects)
+        common = dict(universe=str(universe_path), markets=markets, inject_defects=args.inject_defects, with_news=args.with_news)
 
         # backfill: pipeline and floor, interleaved, one fresh process + data dir per repeat
         pipe, floor = [], []
@@ -514,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         # DuckDB: one symbol's full history; files written
         probe = by_market[markets[0]][0]
         dd_walls, dd_rows = duckdb_timings(pipe_dir, probe, args.repeats)
-        files = {d: count_files(pipe_dir / d) for d in ("prices", "fx", "stock_moves", "sector_moves", "quarantine", "raw")}
+        files = {d: count_files(pipe_dir / d) for d in sorted(datasets_in(pipe_dir)) + ["raw"]}
         files_total = count_files(pipe_dir)
 
         profile_text = None
@@ -548,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"aimoves backfill benchmark: {n_symbols:,} symbols x {args.years} year(s), markets {','.join(markets)}",
             f"  universe: {', '.join(f'{m} {c}' for m, c in counts.items())} (synthetic; FX HKD, CNY; no benchmarks); source simulated"
-            + (" with injected defects" if args.inject_defects else ""),
+            + (" with injected defects" if args.inject_defects else "")
+            + ("; news on (--with-news)" if args.with_news else "; news off (news_source='none' where the flows take it: the floor has no news stage)"),
             f"  window: {start}..{end} plus the 70-session warm-up read; {args.repeats} repeats, each in a fresh process and data dir",
             f"  machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, prefect {prefect.__version__}, "
             f"great-expectations {great_expectations.__version__}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__}, duckdb {duckdb.__version__}",
@@ -591,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"    {'other (flow run, planning, run record, ...)':<44} {med(pw) - p_sum:>10.2f} {'':>10} {med(fw) - f_sum:>10.2f}")
         lines.append(f"    {'of which GX import + context + suite set-up':<44} {med([r['stages'].get('gx_init', 0.0) for r in pipe]):>10.2f}"
                      "   (inside the validating stages)")
+        rss = [f"{key} {med([r['stages'].get('rss:' + key, 0.0) for r in pipe]) / MIB:,.0f}" for key, _ in stage_labels]
+        lines.append(f"    pipeline peak RSS when each stage returns (MiB): {', '.join(rss)}")
         lines += ["", f"  daily run for {day} (one session per market, in-process, server start excluded):"]
         for years in sorted(daily, reverse=True):
             lines.append(fmt_row(f"daily with {years} year(s) stored", daily[years]["walls"], "s"))

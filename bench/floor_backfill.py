@@ -51,7 +51,7 @@ from aimoves.schema import (
     STOCK_MOVES,
 )
 from aimoves.sources.simulated import DEFAULT_SEED, DEFAULT_SHOCK, SimulatedSource
-from aimoves.universe import SECTORS, load_universe
+from aimoves.universe import SECTORS, Universe
 
 UNIX = date(1970, 1, 1).toordinal()
 ROW_GROUP_SIZE = 32_768
@@ -393,7 +393,7 @@ def prices_market(market: str, universe, source, start: date, end: date, data_di
                               "quarantine/prices", data_dir)
             quarantined = len(qf)
 
-    passed = {"symbol": names[code[sel]], "day": day[sel], "close": col["close"][sel], "adj_close": col["adj_close"][sel],
+    passed = {"names": names, "code": code[sel], "day": day[sel], "close": col["close"][sel], "adj_close": col["adj_close"][sel],
               "market": market, "currency": info.currency}
     return {"plan": plan, "rows": m, "flagged": flagged, "quarantined": quarantined, "bars": len(bars), "files": files,
             "blocked": [date_of(d) for d in blocked], "passed": passed}
@@ -465,13 +465,13 @@ def fx_stage(universe, source, start: date, end: date, data_dir: Path, now: date
 
 
 def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: list[tuple[str, int, int]], data_dir: Path, now: datetime, run_id: str) -> dict:
-    symbol = np.concatenate([p["symbol"] for p in parts])
+    names = np.unique(np.concatenate([p["names"] for p in parts]))  # distinct symbols only, sorted
+    gcode = np.concatenate([np.searchsorted(names, p["names"])[p["code"]] for p in parts])
     day = np.concatenate([p["day"] for p in parts])
     close = np.concatenate([p["close"] for p in parts])
     adj = np.concatenate([p["adj_close"] for p in parts])
     market = np.concatenate([np.full(len(p["day"]), p["market"], dtype=object) for p in parts])
     currency = np.concatenate([np.full(len(p["day"]), p["currency"], dtype=object) for p in parts])
-    names, gcode = np.unique(symbol, return_inverse=True)
     order = np.lexsort((day, gcode))
     gcode, day, close, adj, market, currency = gcode[order], day[order], close[order], adj[order], market[order], currency[order]
     first = np.r_[True, gcode[1:] != gcode[:-1]]
@@ -719,6 +719,15 @@ def sector_moves_stage(moves: dict, universe, regions: list[str], lo: date, hi: 
 
 
 # ------------------------------------------------------------------------------------------
+
+
+def load_universe(path: str) -> Universe:
+    """The same validated Universe as aimoves.universe.load_universe, parsed once with libyaml
+    (the project's loader also composes the YAML in pure Python for error line numbers)."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    return Universe.model_validate(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
 
 
 def floor_backfill(universe_path: str, start: date, end: date, markets: list[str], data_dir: Path, inject_defects: bool = False) -> dict:

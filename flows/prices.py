@@ -194,6 +194,23 @@ def run_prices(
     return summary
 
 
+NEEDS_ATTENTION = "Needs attention"
+
+
+def finish(summary: pipeline.RunSummary) -> pipeline.RunSummary:
+    """The flow's end: `Completed`, or a completed state named "Needs attention" (the UI shows the
+    name) when symbols failed or rows were quarantined; its message lists them."""
+    if not summary.needs_attention:
+        return summary
+    from prefect.states import Completed
+
+    failed = [f"{m.market}:{f['symbol']}" for m in summary.markets for f in m.failures]
+    quarantined = sum(m.quarantined for m in summary.markets)
+    message = f"{len(failed)} symbols failed" + (f" ({', '.join(failed[:20])}{' …' if len(failed) > 20 else ''})" if failed else "")
+    message += f"; {quarantined} rows quarantined"
+    return Completed(name=NEEDS_ATTENTION, message=message, data=summary)  # type: ignore[return-value]
+
+
 def _run_name() -> str:
     """backfill-US+HK-2025-01-02-to-2025-02-28, daily-HK-2025-01-28, daily-US-latest."""
     from prefect.runtime import flow_run
@@ -227,7 +244,7 @@ def backfill(
     stocks = load_universe(universe)
     plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
     settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, pipeline.news_source_for(source, news_source))
-    return run_prices("backfill", plans, settings, stocks, Path(data_dir))
+    return finish(run_prices("backfill", plans, settings, stocks, Path(data_dir)))
 
 
 @flow(name="daily", flow_run_name=_run_name)
@@ -248,4 +265,4 @@ def daily(
     now = datetime.now(UTC)
     plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
     settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, pipeline.news_source_for(source, news_source))
-    return run_prices("daily", plans, settings, stocks, Path(data_dir))
+    return finish(run_prices("daily", plans, settings, stocks, Path(data_dir)))

@@ -150,3 +150,17 @@ def test_realdata_january_2025(prefect_harness, tmp_path: Path, realdata_dir: Pa
     assert nvda["ret"] == pytest.approx(-0.1697, abs=5e-5) and nvda["big_move"]
     hk_closed = sectors[(sectors.region == "HK") & sectors.date.isin(["2025-01-29", "2025-01-30", "2025-01-31"])]
     assert len(hk_closed) == 3 and not hk_closed["market_open"].any() and hk_closed["ret_ew"].isna().all()
+
+
+def test_partial_failure_ends_in_a_state_that_needs_attention(prefect_harness, tmp_path: Path) -> None:
+    from aimoves.flows.prices import NEEDS_ATTENTION, backfill
+
+    (tmp_path / "u.yaml").write_text(US_ONLY)
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "NVDA.csv").write_text(NVDA_JAN)  # AMD.csv missing
+    state = backfill(date(2025, 1, 13), date(2025, 1, 24), markets=["US"], source="csv", csv_dir=str(csv_dir),
+                     universe=str(tmp_path / "u.yaml"), data_dir=str(tmp_path / "data"), return_state=True)
+    assert state.is_completed() and state.name == NEEDS_ATTENTION
+    assert "US:AMD" in state.message and "2 rows quarantined" in state.message
+    assert state.result().markets[0].passed > 0
