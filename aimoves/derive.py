@@ -13,6 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from aimoves.store import empty_lists
 from aimoves.calendars import sessions
 from aimoves.markets import MARKET_INFO, MARKETS
 from aimoves.universe import SECTORS, Universe
@@ -98,22 +99,20 @@ def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Univer
     p["zscore"] = p["ret"] / p["vol"].where(p["vol"] > 0)
     p["big_move"] = (p["zscore"].abs() >= BIG_MOVE_Z).fillna(False).astype(bool)
 
-    stocks = {s.symbol: s for s in universe.stocks}
     benchmarks = set(universe.benchmarks.values())
-    p["sector"] = p["symbol"].map(lambda s: stocks[s].sector if s in stocks else None)
-    p["company"] = p["symbol"].map(lambda s: stocks[s].company_key if s in stocks else s)
+    p["sector"] = p["symbol"].map({s.symbol: s.sector for s in universe.stocks})
+    p["company"] = p["symbol"].map({s.symbol: s.company_key for s in universe.stocks}).fillna(p["symbol"])
     p["is_benchmark"] = p["symbol"].isin(benchmarks)
-    shares = p["symbol"].map(lambda s: stocks[s].shares_outstanding if s in stocks else None).astype("float64")
+    shares = p["symbol"].map({s.symbol: s.shares_outstanding for s in universe.stocks}).astype("float64")
     p["mcap_usd_prev"] = shares * prev_close * fx_prev
 
     gap = p["prev_date"].notna() & (p["prev_date"] != _expected_previous_session(p["market"], p["date"]))
     fx_missing = p["ret"].notna() & np.isnan(p["ret_usd"].to_numpy())
-    flags = [
-        [f for f, on in (("return_spans_gap", g), ("fx_missing", x)) if on]
-        for g, x in zip(gap.to_numpy(), fx_missing.to_numpy())
-    ]
+    flags = pd.Series(empty_lists(len(p)), index=p.index, dtype=object)
+    for i in np.flatnonzero((gap | fx_missing).to_numpy()):  # only the flagged rows get a non-empty list
+        flags.iat[i] = [f for f, on in (("return_spans_gap", gap.iat[i]), ("fx_missing", fx_missing.iat[i])) if on]
     p["dq_flags"] = flags
-    p["news_ids"] = [[] for _ in range(len(p))]
+    p["news_ids"] = empty_lists(len(p))
     p["year"] = p["date"].dt.year
     p["ret_is_finite"] = np.isfinite(p["ret"].fillna(0)) & np.isfinite(p["ret_usd"].fillna(0))
     cols = ["date", "symbol", "market", "sector", "ret", "ret_usd", "zscore", "big_move", "news_ids", "prev_date", "company",
@@ -191,7 +190,9 @@ def compute_sector_moves(
     moves = moves.copy()
     moves["date"] = pd.to_datetime(moves["date"])
     moves = moves[moves["date"].isin(all_dates)]
-    is_blocked = pd.Series([(m, d.date()) in blocked for m, d in zip(moves["market"], moves["date"])], index=moves.index, dtype=bool)
+    is_blocked = pd.Series(False, index=moves.index)
+    for market, day in blocked:
+        is_blocked |= (moves["market"] == market) & (moves["date"] == pd.Timestamp(day))
     listed = moves[moves["symbol"].isin(order) & moves["ret"].notna() & ~is_blocked]
     if len(listed):
         rows, cols = all_dates.get_indexer(listed["date"]), members.columns.get_indexer(listed["symbol"])

@@ -48,6 +48,13 @@ def exchange_dates(values: pd.Series, timezone: str) -> tuple[pd.Series, pd.Seri
     return out, out.isna()
 
 
+def _normalized_symbols(symbols: pd.Series) -> pd.Series:
+    """normalize_symbol over a column, computed once per distinct symbol."""
+    text = symbols.astype("string")
+    mapping = {v: normalize_symbol(v) for v in text.dropna().unique()}
+    return text.map(mapping).astype("string")
+
+
 def normalize_prices(batch: PriceBatch, market: str, settled_through: date | None = None, today: date | None = None) -> NormalizedPrices:
     """Rename, type and key the bars of one market; collapse identical duplicate rows.
 
@@ -63,7 +70,7 @@ def normalize_prices(batch: PriceBatch, market: str, settled_through: date | Non
     out = pd.DataFrame(
         {
             "date": bars["Date"],
-            "symbol": bars["symbol"].astype("string").map(normalize_symbol, na_action="ignore").astype("string"),
+            "symbol": _normalized_symbols(bars["symbol"]),
             "market": market,
             "currency": info.currency,
             **{c: pd.to_numeric(bars[c], errors="coerce").astype("float64") for c in ("open", "high", "low", "close", "adj_close")},

@@ -51,6 +51,12 @@ class WriteResult:
     replaced: list[pd.DataFrame] = field(default_factory=list)
 
 
+def empty_lists(n: int) -> list[tuple]:
+    """n empty list cells for a list column. NOTE: one shared empty tuple, not n new lists: creating
+    millions of small containers triggers Python's cyclic GC over the whole heap again and again."""
+    return [()] * n
+
+
 @contextmanager
 def dataset_lock(data_dir: Path, dataset: str) -> Iterator[None]:
     """Exclusive OS lock for writers of `dataset`; released when the process dies."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aimoves.store import empty_lists
 from aimoves.calendars import session_flags
 from aimoves.expectations import default_parameters, suite_definition
 from aimoves.markets import MARKET_INFO
@@ -128,12 +129,11 @@ def split_by_suite(
     """
     frame = frame.reset_index(drop=True)
     results = run_suite(suite, frame, parameters or {})
-    n = len(frame)
-    critical: list[list[str]] = [[] for _ in range(n)]
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    flags: list[list[str]] = [list(f) for f in frame["dq_flags"]] if "dq_flags" in frame else [[] for _ in range(n)]
+    critical: dict[int, list[str]] = {}
+    reasons: dict[int, list[str]] = {}
+    warnings_: dict[int, list[str]] = {}
     failed: dict[str, int] = {}
-    for r in results:
+    for r in results:  # only failing rows are touched: the per-row work is proportional to the failures
         if r["success"] or not r["rows"]:
             continue
         failed[r["name"]] = len(r["rows"])
@@ -142,17 +142,24 @@ def split_by_suite(
                 row = {**(context or {}), **frame.iloc[i].to_dict()}
                 if isinstance(row.get("date"), pd.Timestamp):
                     row["date"] = row["date"].date()
-                critical[i].append(r["name"])
-                reasons[i].append(_reason(r["meta"].get("reason", r["name"]), row))
+                critical.setdefault(i, []).append(r["name"])
+                reasons.setdefault(i, []).append(_reason(r["meta"].get("reason", r["name"]), row))
             else:
-                flags[i].append(r["name"])
-    bad = np.array([bool(c) for c in critical], dtype=bool)
+                warnings_.setdefault(i, []).append(r["name"])
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[list(critical)] = True
     base = [c for c in base_columns if c != "dq_flags"]
+    existing = frame["dq_flags"] if "dq_flags" in frame else None
+    flags = existing.copy() if existing is not None else pd.Series(empty_lists(len(frame)), index=frame.index, dtype=object)
+    for i, names in warnings_.items():
+        if i not in critical:
+            flags.iat[i] = sorted(set(list(flags.iat[i]) + names))
     passed = frame.loc[~bad, base].reset_index(drop=True)
-    passed["dq_flags"] = [sorted(set(f)) for f, b in zip(flags, bad) if not b]
-    quarantined = frame.loc[bad, base].reset_index(drop=True)
-    quarantined["expectation"] = [",".join(c) for c, b in zip(critical, bad) if b]
-    quarantined["reason"] = ["; ".join(r) for r, b in zip(reasons, bad) if b]
+    passed["dq_flags"] = flags[~bad].reset_index(drop=True)
+    order = sorted(critical)
+    quarantined = frame.loc[order, base].reset_index(drop=True)
+    quarantined["expectation"] = [",".join(critical[i]) for i in order]
+    quarantined["reason"] = ["; ".join(reasons[i]) for i in order]
     return ValidationResult(passed, quarantined, failed)
 
 

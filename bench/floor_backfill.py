@@ -368,7 +368,7 @@ def prices_market(market: str, universe, source, start: date, end: date, data_di
         }
         table = pa.Table.from_arrays([arrays[f.name] for f in PRICES.file_schema], schema=PRICES.file_schema)
         years = day[sel].astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970
-        files = write_partitioned(table, {"market": np.full(m, market, dtype=object), "year": years}, "prices", data_dir)
+        files = write_partitioned(table, {"market": pd.Categorical.from_codes(np.zeros(m, np.int8), [market]), "year": years}, "prices", data_dir)
 
         records = []
         if bad.any():
@@ -470,10 +470,9 @@ def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: li
     day = np.concatenate([p["day"] for p in parts])
     close = np.concatenate([p["close"] for p in parts])
     adj = np.concatenate([p["adj_close"] for p in parts])
-    market = np.concatenate([np.full(len(p["day"]), p["market"], dtype=object) for p in parts])
-    currency = np.concatenate([np.full(len(p["day"]), p["currency"], dtype=object) for p in parts])
+    market = np.concatenate([np.full(len(p["day"]), MARKETS.index(p["market"]), np.int8) for p in parts])  # codes into MARKETS
     order = np.lexsort((day, gcode))
-    gcode, day, close, adj, market, currency = gcode[order], day[order], close[order], adj[order], market[order], currency[order]
+    gcode, day, close, adj, market = gcode[order], day[order], close[order], adj[order], market[order]
     first = np.r_[True, gcode[1:] != gcode[:-1]]
 
     def shifted(x: np.ndarray) -> np.ndarray:
@@ -490,19 +489,23 @@ def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: li
 
     in_window = np.zeros(len(day), bool)
     for m, lo, hi in windows:
-        in_window |= (market == m) & (day >= lo) & (day <= hi)
+        in_window |= (market == MARKETS.index(m)) & (day >= lo) & (day <= hi)
     w = np.flatnonzero(in_window)
-    gcode, day, prev_day, has_prev, market, currency = gcode[w], day[w], prev_day[w], has_prev[w], market[w], currency[w]
+    gcode, day, prev_day, has_prev, market = gcode[w], day[w], prev_day[w], has_prev[w], market[w]
     ret, vol, prev_close = ret[w], vol[w], prev_close[w]
     n = len(w)
 
     def rates(days: np.ndarray, valid: np.ndarray) -> np.ndarray:
         out = np.full(n, np.nan)
-        out[currency == "USD"] = 1.0
-        for cur, g in fx.groupby("currency"):
+        for k, m in enumerate(MARKETS):
+            cur = MARKET_INFO[m].currency
+            if cur == "USD":
+                out[market == k] = 1.0
+                continue
+            g = fx[fx["currency"] == cur]
             fx_days = g["date"].to_numpy().astype("datetime64[D]").view("int64")
             fx_rate = g["usd_rate"].to_numpy()
-            mask = (currency == cur) & valid
+            mask = (market == k) & valid
             pos = np.searchsorted(fx_days, days[mask])
             hit = pos < len(fx_days)
             hit[hit] = fx_days[pos[hit]] == days[mask][hit]
@@ -526,9 +529,9 @@ def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: li
     mcap = shares * prev_close * fx_prev
 
     expected = np.full(n, -1, np.int64)
-    for m in np.unique(market):
-        mask = market == m
-        s = sessions(m, date_of(day[mask].min()) - timedelta(days=20), date_of(day[mask].max())).dates
+    for k in np.unique(market):
+        mask = market == k
+        s = sessions(MARKETS[k], date_of(day[mask].min()) - timedelta(days=20), date_of(day[mask].max())).dates
         s_days = s.to_numpy().astype("datetime64[D]").view("int64")
         pos = np.searchsorted(s_days, day[mask])
         expected[mask] = np.where(pos > 0, s_days[np.maximum(pos - 1, 0)], -1)
@@ -563,11 +566,11 @@ def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: li
     }
     table = pa.Table.from_arrays([arrays[f.name] for f in STOCK_MOVES.file_schema], schema=STOCK_MOVES.file_schema)
     years = day[sel].astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970
-    write_partitioned(table, {"market": market[sel], "year": years}, "stock_moves", data_dir)
+    write_partitioned(table, {"market": pd.Categorical.from_codes(market[sel], MARKETS), "year": years}, "stock_moves", data_dir)
     q = np.flatnonzero(bad)
     if len(q):
         def row_of(i: int) -> dict:
-            return {"date": date_of(day[i]), "symbol": names[gcode[i]], "market": market[i], "sector": sector_names[sector_idx[i]],
+            return {"date": date_of(day[i]), "symbol": names[gcode[i]], "market": MARKETS[market[i]], "sector": sector_names[sector_idx[i]],
                     "ret": ret[i], "ret_usd": ret_usd[i], "zscore": zscore[i], "big_move": big_move[i], "news_ids": [],
                     "prev_date": date_of(prev_day[i]) if has_prev[i] else None, "company": company_names[company[i]],
                     "mcap_usd_prev": mcap[i], "is_benchmark": is_benchmark[i], "ret_is_finite": ret_is_finite[i]}
@@ -626,7 +629,7 @@ def sector_moves_stage(moves: dict, universe, regions: list[str], lo: date, hi: 
     blocked_keys = {(m, day_of(d)) for m, d in blocked}
     is_blocked = np.zeros(len(day), bool)
     for m, d in blocked_keys:
-        is_blocked |= (market == m) & (day == d)
+        is_blocked |= (market == MARKETS.index(m)) & (day == d)
     listed = np.isin(day, all_days) & (stock_idx >= 0) & ~np.isnan(ret) & ~is_blocked
     listed &= (since[stock_idx] <= day) & (day <= until[stock_idx])
     idx = np.flatnonzero(listed)
@@ -638,7 +641,7 @@ def sector_moves_stage(moves: dict, universe, regions: list[str], lo: date, hi: 
         "date": day[idx], "sector": sector_of_stock[stock_idx[idx]], "symbol": moves["gcode"][idx], "_order": stock_idx[idx],
         "company": company_of_stock[stock_idx[idx]], "market": market[idx], "ret": ret[idx], "ret_usd": moves["ret_usd"][idx], "mcap": moves["mcap"][idx],
     })
-    bench = {(m, d): r for m, d, r in zip(market[moves["is_benchmark"]], day[moves["is_benchmark"]], ret[moves["is_benchmark"]])}
+    bench = {(MARKETS[m], d): r for m, d, r in zip(market[moves["is_benchmark"]], day[moves["is_benchmark"]], ret[moves["is_benchmark"]])}
 
     member = (all_days[:, None] >= since[None, :-1]) & (all_days[:, None] <= until[None, :-1])  # dates x stocks
     grid_days = np.repeat(all_days, len(SECTORS))
@@ -664,7 +667,7 @@ def sector_moves_stage(moves: dict, universe, regions: list[str], lo: date, hi: 
                 for_m |= np.isin(all_days, open_by_market[m])
             is_open &= for_m
         else:
-            traded = frame[frame["market"] == region]
+            traded = frame[frame["market"] == MARKETS.index(region)]
             agg = _aggregate(traded.sort_values(["date", "sector", "symbol"], kind="stable").reset_index(drop=True), "ret", "ret_usd")
             in_region = np.array([s.market == region for s in stocks])
             onehot = np.zeros((len(stocks), len(SECTORS)), int)
