@@ -211,9 +211,7 @@ def compute_sector_moves(
                 first_sector.setdefault(s.company_key, s.sector)
             n_members = company_members.T.groupby(pd.Series(first_sector)[company_members.columns].to_numpy()).sum().T
             agg = _aggregate(traded.sort_values(["date", "sector", "symbol"]).reset_index(drop=True), "ret_usd", "ret_usd")
-            is_open = pd.Series(True, index=all_dates)
-            for d in all_dates:
-                is_open[d] = any(d in open_by_market[m] for m in MARKETS)
+            is_open = pd.Series(True, index=all_dates)  # all_dates is the union of the markets' sessions
         else:
             traded = listed[listed["market"] == region]
             cols = [s.symbol for s in stocks if s.market == region]
@@ -222,20 +220,26 @@ def compute_sector_moves(
             is_open = pd.Series(all_dates.isin(open_by_market[region]), index=all_dates)
         grid = pd.MultiIndex.from_product([all_dates, list(SECTORS)], names=["date", "sector"])
         out = agg.reindex(grid)
-        out["n_members"] = [int(n_members.at[d, s]) if s in n_members.columns else 0 for d, s in grid]
-        out["market_open"] = [bool(is_open[d]) for d, _ in grid]
+        counts = n_members.reindex(columns=list(SECTORS), fill_value=0).stack()
+        out["n_members"] = counts.reindex(grid, fill_value=0).astype(int).to_numpy()
+        out["market_open"] = is_open.reindex(grid.get_level_values("date")).to_numpy()
         out = out.reset_index()
         out["region"] = region
         # Blocked market-dates are not aggregated; in ALL they contribute nothing and are flagged.
-        keep = [not (region != "ALL" and (region, d.date()) in blocked) for d in out["date"]]
-        out = out[keep]
-        out["dq_flags"] = [
-            [f"blocked:{m}" for m in MARKETS if (m, d.date()) in blocked] if region == "ALL" else [] for d in out["date"]
-        ]
+        blocked_here = {pd.Timestamp(d) for m, d in blocked if m == region}
+        if blocked_here:
+            out = out[~out["date"].isin(blocked_here)]
+        out["dq_flags"] = empty_lists(len(out))
+        if region == "ALL" and blocked:
+            by_day: dict[pd.Timestamp, list[str]] = {}
+            for m, d in sorted(blocked):
+                by_day.setdefault(pd.Timestamp(d), []).append(f"blocked:{m}")
+            out["dq_flags"] = [by_day.get(d, ()) for d in out["date"]]
         if region == "ALL":
             out["benchmark_ret"] = np.nan
         else:
-            out["benchmark_ret"] = [bench_ret.get((region, d), np.nan) for d in out["date"]]
+            bench = bench_ret.xs(region, level="market") if region in bench_ret.index.get_level_values(0) else pd.Series(dtype=float)
+            out["benchmark_ret"] = bench.reindex(out["date"]).to_numpy()
         out = out[(out["n_members"] > 0)]
         frames.append(out)
     result = pd.concat(frames, ignore_index=True)

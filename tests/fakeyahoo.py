@@ -50,12 +50,38 @@ A symbol not in the fixtures gets Yahoo's answer for an unknown symbol: HTTP 404
 `{"chart": {"result": null, "error": {"code": "Not Found",
 "description": "No data found, symbol may be delisted"}}}`.
 
-Misbehaving on purpose: `fake.misbehave(symbol, status=429, times=2)` answers the next two
-requests naming that symbol (chart or quoteSummary) with HTTP 429 ("Too Many Requests", plain
-text, as Yahoo does), `times=None` for ever; `status=500` answers HTTP 500 with Yahoo's JSON error
-shape. Note that one `yf.download` attempt can make two chart requests per symbol (time zone,
+Misbehaving on purpose
+----------------------
+`fake.misbehave(symbol, status=None, times=None, *, retry_after=None, delay=0, fault=None,
+answer_as=None)` makes the next `times` requests naming that symbol (chart or quoteSummary;
+`times=None`: for ever) misbehave; a later call for the same symbol replaces the earlier one.
+Each request naming the symbol uses up one of the `times`, whatever it was. In order:
+
+* `delay=3.0`: wait that many seconds before answering (a client with a shorter timeout gives up
+  first: "timeout"); then answer as below (normally, if nothing else is set). The wait ends early
+  when the server stops.
+* `status=429`: HTTP 429 "Too Many Requests" (plain text, as Yahoo does), with a
+  `Retry-After: <retry_after>` header when `retry_after` is given (seconds, or any string).
+* `status=500`, `503`, any other: that status with Yahoo's JSON error shape,
+  `{"chart": {"result": null, "error": {"code": "Internal Server Error",
+  "description": "HTTP 503 Service Unavailable"}}}`.
+* `fault=` (chart requests only; quoteSummary answers as usual), HTTP 200 each:
+  - `"truncated"`: the normal chart JSON cut in the middle (`Content-Length` of the cut body,
+    so the client reads it whole: the JSON itself is broken);
+  - `"cut"`: the connection is closed half way through the body (`Content-Length` announces the
+    whole body: the client sees an incomplete read);
+  - `"not_json"`: an HTML page where JSON should be (`Content-Type: text/html`);
+  - `"no_indicators"`: valid JSON of the wrong structure, `chart.result[0]` without
+    `indicators`;
+  - `"empty"`: an empty result: `meta` for the symbol, no `timestamp`, `indicators` with empty
+    `quote` and `adjclose` (what Yahoo sends for a range without bars);
+  - `"wrong_symbol"`: the chart of `answer_as` (another fixture symbol, its `meta.symbol` and its
+    bars; by default the first other fixture symbol) answered to the request for `symbol`.
+
+Note that one `yf.download` attempt can make two chart requests per symbol (time zone,
 then bars) and repeats any request once after a status >= 400. `fake.seen` records
-`(host, path, query)` of every request, `fake.chart_calls[symbol]` counts chart requests.
+`(host, path, query)` of every request, `fake.chart_calls[symbol]` counts chart requests and
+`fake.bars_calls[symbol]` the chart requests for bars (those with `period1`).
 
 One difference from production: yfinance catches `HTTPError` as imported from its backend
 (curl_cffi when installed), so with a `requests.Session` the quoteSummary 404 for an unknown
@@ -68,8 +94,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from dataclasses import replace
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -105,10 +133,17 @@ class FakeSymbol:
         return int(datetime.combine(day, self.stamp, ZoneInfo(self.timezone)).timestamp())
 
 
+FAULTS = ("truncated", "cut", "not_json", "no_indicators", "empty", "wrong_symbol")
+
+
 @dataclass
 class _Misbehaviour:
-    status: int
+    status: int | None
     times: int | None  # None: for ever
+    retry_after: str | None = None  # Retry-After header of a 429
+    delay: float = 0.0  # seconds to wait before answering
+    fault: str | None = None  # one of FAULTS (a 200 with a broken body)
+    answer_as: str | None = None  # the symbol whose chart a "wrong_symbol" fault answers with
 
 
 @dataclass
@@ -116,10 +151,12 @@ class FakeYahoo:
     fixtures: dict[str, FakeSymbol]
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (host, path, query) of each request
     chart_calls: Counter = field(default_factory=Counter)
+    bars_calls: Counter = field(default_factory=Counter)  # chart requests with period1 (the bars)
     _misbehave: dict[str, _Misbehaviour] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> FakeYahoo:
@@ -128,6 +165,7 @@ class FakeYahoo:
         class Handler(_Handler):
             server_fake = fake
 
+        self._stopping.clear()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fakeyahoo", daemon=True)
@@ -135,6 +173,7 @@ class FakeYahoo:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # ends the waits of `delay` misbehaviours
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -161,14 +200,34 @@ class FakeYahoo:
         return s
 
     # -- misbehaviour ----------------------------------------------------------------------
-    def misbehave(self, symbol: str, status: int, times: int | None = None) -> None:
+    def misbehave(
+        self, symbol: str, status: int | None = None, times: int | None = None, *,
+        retry_after: float | str | None = None, delay: float = 0.0, fault: str | None = None, answer_as: str | None = None,
+    ) -> None:
+        """See "Misbehaving on purpose" in the module docstring."""
+        if status is None and not delay and fault is None:
+            raise ValueError("misbehave: give a status, a delay or a fault")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"misbehave: unknown fault {fault!r}, expected one of {FAULTS}")
+        if status is not None and fault is not None:
+            raise ValueError("misbehave: a status or a fault, not both")
+        symbol = symbol.upper()
+        if fault == "wrong_symbol" and answer_as is None:
+            others = [s for s in self.fixtures if s.upper() != symbol]
+            if not others:
+                raise ValueError("misbehave: wrong_symbol needs answer_as (no other fixture symbol)")
+            answer_as = others[0]
+        ra = None if retry_after is None else (f"{retry_after:g}" if isinstance(retry_after, (int, float)) else str(retry_after))
         with self._lock:
-            self._misbehave[symbol.upper()] = _Misbehaviour(status, times)
+            self._misbehave[symbol] = _Misbehaviour(status, times, ra, float(delay), fault, answer_as.upper() if answer_as else None)
 
-    def _take_misbehaviour(self, symbol: str, chart: bool) -> int | None:
+    def _take_fault(self, symbol: str, chart: bool, bars: bool = False) -> _Misbehaviour | None:
+        """Count the request and use up one of the symbol's misbehaviours (a copy, or None)."""
         with self._lock:
             if chart:
                 self.chart_calls[symbol] += 1
+                if bars:
+                    self.bars_calls[symbol] += 1
             m = self._misbehave.get(symbol)
             if m is None:
                 return None
@@ -176,7 +235,13 @@ class FakeYahoo:
                 if m.times <= 0:
                     return None
                 m.times -= 1
-            return m.status
+            return replace(m)
+
+    def _take_misbehaviour(self, symbol: str, chart: bool) -> int | None:
+        """The status of the symbol's next misbehaviour (None: answer normally). Kept for callers
+        that only know statuses (the news handler): a delay or a body fault is not applied there."""
+        m = self._take_fault(symbol, chart)
+        return None if m is None else m.status
 
     # -- answers ---------------------------------------------------------------------------
     def chart(self, symbol: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
@@ -232,6 +297,31 @@ class FakeYahoo:
         return 200, {"chart": {"result": [result], "error": None}}
 
 
+    def faulty_chart(self, symbol: str, query: dict[str, list[str]], fault: str, answer_as: str | None) -> tuple[int, bytes, str]:
+        """(status, body, content type) of a chart answer broken as `fault` says (see FAULTS)."""
+        if fault == "not_json":
+            return 200, b"<!DOCTYPE html><html><head><title>Yahoo</title></head><body>Oops, something went wrong.</body></html>", "text/html;charset=utf-8"
+        if fault == "wrong_symbol":
+            assert answer_as is not None
+            status, payload = self.chart(answer_as, query)
+            if answer_as not in self.fixtures:  # no such fixture: our own bars under the other name
+                status, payload = self.chart(symbol, query)
+                if payload["chart"]["result"]:
+                    payload["chart"]["result"][0]["meta"]["symbol"] = answer_as
+            return status, json.dumps(payload).encode(), "application/json;charset=utf-8"
+        status, payload = self.chart(symbol, query)
+        result = (payload["chart"]["result"] or [None])[0]
+        if fault == "no_indicators" and result is not None:
+            result.pop("indicators", None)
+        elif fault == "empty" and result is not None:
+            result.pop("timestamp", None)
+            result["indicators"] = {"quote": [{}], "adjclose": [{}]}
+        body = json.dumps(payload).encode()
+        if fault == "truncated":
+            body = body[: len(body) // 2]
+        return status, body, "application/json;charset=utf-8"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_fake: FakeYahoo
     protocol_version = "HTTP/1.1"
@@ -240,12 +330,30 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timed out) first
+            pass
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_cut(self, status: int, body: bytes, content_type: str) -> None:
+        """Announce the whole body, send half of it, close the connection."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json;charset=utf-8")
@@ -271,12 +379,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<html><body>no consent form here</body></html>", "text/html")
         elif path.startswith(("/v8/finance/chart/", "/v10/finance/quoteSummary/")):
             symbol = unquote(path.rsplit("/", 1)[1]).upper()
-            status = fake._take_misbehaviour(symbol, chart=path.startswith("/v8/"))
+            chart = path.startswith("/v8/")
+            m = fake._take_fault(symbol, chart=chart, bars=chart and "period1" in query)
+            if m is not None and m.delay and fake._stopping.wait(m.delay):
+                self.close_connection = True  # the server is stopping: no answer
+                return
+            status = None if m is None else m.status
             if status == 429:
-                self._send(429, b"Too Many Requests\r\n", "text/plain;charset=utf-8")
+                headers = {"Retry-After": m.retry_after} if m is not None and m.retry_after is not None else {}
+                self._send(429, b"Too Many Requests\r\n", "text/plain;charset=utf-8", headers)
             elif status is not None:
-                self._json(status, {"chart": {"result": None, "error": {"code": "Internal Server Error", "description": f"HTTP {status} Internal Server Error"}}})
-            elif path.startswith("/v8/"):
+                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+                self._json(status, {"chart": {"result": None, "error": {"code": "Internal Server Error", "description": f"HTTP {status} {phrase}"}}})
+            elif chart and m is not None and m.fault is not None:
+                code, body, content_type = fake.faulty_chart(symbol, query, m.fault, m.answer_as)
+                if m.fault == "cut":
+                    self._send_cut(code, body, content_type)
+                else:
+                    self._send(code, body, content_type)
+            elif chart:
                 self._json(*fake.chart(symbol, query))
             else:  # yfinance asks quoteSummary only when the time zone lookup failed
                 self._json(404, {"quoteSummary": {"result": None, "error": {"code": "Not Found", "description": f"Quote not found for symbol: {symbol}"}}})
@@ -367,6 +488,7 @@ class FakeYahooNews(FakeYahoo):
         class Handler(_NewsHandler):
             server_fake = fake
 
+        self._stopping.clear()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fakeyahoo-news", daemon=True)
