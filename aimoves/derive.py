@@ -295,11 +295,26 @@ def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow]
     if not windows:
         return DeriveReport("stock_moves", "")
     lo, hi = min(w.start for w in windows), max(w.end for w in windows)
-    prices = read_frame(PRICES, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi, market=sorted({w.market for w in windows}))
-    fx = read_frame(FX, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi)
-    moves = compute_stock_moves(prices, fx, universe, windows)
-    moves = attach_news_ids(moves, data_dir, universe, lo, hi)
-    return _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, f"{lo}..{hi}")
+    fx = read_frame(FX, data_dir, lo - pd.Timedelta(days=LOOKBACK_DAYS), hi, columns=["date", "currency", "usd_rate"])
+    total = DeriveReport("stock_moves", f"{lo}..{hi}", failed_expectations={}, partitions_written=[])
+    for window in windows:  # one market at a time: memory stays that of one market's history
+        start = window.start - pd.Timedelta(days=LOOKBACK_DAYS)
+        prices = read_frame(PRICES, data_dir, start, window.end, columns=PRICE_INPUTS, market=[window.market])
+        moves = compute_stock_moves(prices, fx, universe, [window])
+        del prices
+        moves = attach_news_ids(moves, data_dir, universe, window.start, window.end)
+        part = _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, total.window)
+        total.passed += part.passed
+        total.flagged += part.flagged
+        total.quarantined += part.quarantined
+        for name, n in (part.failed_expectations or {}).items():
+            total.failed_expectations[name] = total.failed_expectations.get(name, 0) + n  # type: ignore[index]
+        total.partitions_written += part.partitions_written or []  # type: ignore[operator]
+    return total
+
+
+PRICE_INPUTS = ["date", "symbol", "market", "currency", "close", "adj_close"]
+MOVE_INPUTS = ["date", "symbol", "market", "ret", "ret_usd", "mcap_usd_prev", "company", "is_benchmark"]
 
 
 def _news_links(data_dir, universe: Universe, lo: date, hi: date) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001
@@ -336,7 +351,7 @@ def derive_sector_moves(
     if not windows:
         return DeriveReport("sector_moves", "")
     lo, hi = min(w.start for w in windows), max(w.end for w in windows)
-    moves = read_frame(STOCK_MOVES, data_dir, lo, hi)
+    moves = read_frame(STOCK_MOVES, data_dir, lo, hi, columns=MOVE_INPUTS)
     regions = [m for m in MARKETS if any(w.market == m for w in windows)] + ["ALL"]
     sectors = compute_sector_moves(moves, universe, regions, lo, hi, blocked)
     sectors = attach_news_stats(sectors, data_dir, universe, lo, hi)

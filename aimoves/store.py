@@ -204,13 +204,15 @@ def delete_keys(keys: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> int:
     return removed
 
 
-def read_frame(spec: DatasetSpec, data_dir: Path, start: object = None, end: object = None, **equals: list[str] | None) -> pd.DataFrame:
+def read_frame(
+    spec: DatasetSpec, data_dir: Path, start: object = None, end: object = None, columns: list[str] | None = None, **equals: list[str] | None
+) -> pd.DataFrame:
     """Rows of a dataset as pandas (date as datetime64, partition keys as plain values); empty if absent.
 
     `equals` filters a column to a list of values (e.g. market=["US", "HK"]); None means no filter.
     """
     root = data_dir / spec.name
-    columns = [f.name for f in spec.schema]
+    columns = columns or [f.name for f in spec.schema]
     if not root.is_dir():
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     dataset = ds.dataset(root, format="parquet", partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive"))
@@ -225,7 +227,7 @@ def read_frame(spec: DatasetSpec, data_dir: Path, start: object = None, end: obj
             clauses.append(ds.field(column).isin(list(values)))
     for clause in clauses:
         expr = clause if expr is None else expr & clause
-    frame = dataset.to_table(filter=expr).to_pandas()
+    frame = dataset.to_table(filter=expr, columns=columns).to_pandas()
     if "date" in frame:
         frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
     for key in spec.partition_by:

@@ -18,20 +18,47 @@ yfinance 1.7 keeps those errors in a per-call context that `download()` discards
 place they surface is the summary `download()` logs on the `yfinance` logger at its end,
 `"['SYM1', 'SYM2']: <message>"`; this module reads that summary with a logging filter bound to
 the calling thread and takes those records out of the log (the failure records carry them; it
-still looks at `shared._ERRORS` for older versions). Then, per symbol of the batch without bars:
+still looks at `shared._ERRORS` for older versions).
 
+What the transport saw. yfinance swallows most of what went wrong on the wire: a read timeout, a
+body that is not JSON (an HTML page, a truncated answer) and an empty result all end as the same
+"possibly delisted; no price data found"; a 429's `Retry-After` header is dropped; and a chart
+answered for *another* symbol (`chart.result[0].meta.symbol`) is parsed and returned under the
+requested one. So, for the duration of each `yf.download`, this module watches the chart
+requests of its symbols on the session it hands yfinance (the session's `get` is wrapped once, a
+pass-through for everything else; the watch is bound to the calling thread unless `threads > 1`)
+and keeps, per symbol, the last answer or exception. With `session=None` it makes the session
+itself, the way yfinance would (`yfinance._http.new_session()`), one per `fetch_prices` call.
+Then, per symbol of the batch:
+
+* bars whose answer names another symbol are dropped (never stored under the requested one) and
+  the symbol fails as "wrong symbol" (retried once);
 * a rate limit (HTTP 429, "Too Many Requests", `YFRateLimitError`) or a transient error
-  (timeout, connection error, HTTP 5xx) is retried, for those symbols only, with exponential
-  backoff and jitter (`backoff_seconds * 2**(attempt-1) * U(0.5, 1.5)`), up to `max_attempts`
-  attempts in all; if it persists, the failure reason says so ("rate limit" / "transient");
-* "possibly delisted; no timezone found" / "no price data found" is retried once: yfinance says
-  it for a symbol Yahoo does not know, but also when its time zone lookup got an HTTP 5xx or the
-  chart request got an HTML error page (it cannot tell them apart);
+  (timeout, connection error or a body cut off by the connection, HTTP 5xx) is retried, for
+  those symbols only, with exponential backoff and jitter
+  (`backoff_seconds * 2**(attempt-1) * U(0.5, 1.5)`; at least the largest `Retry-After` of the
+  retried symbols times U(1.0, 1.2), capped at `max_retry_after_seconds`), up to `max_attempts`
+  attempts in all; if it persists, the failure reason says so ("rate limit" / "transient ...
+  timed out ..."); `sleep` does the waiting (tests record it);
+* a malformed answer (HTTP 200 whose body is not JSON, e.g. truncated, or JSON without
+  `chart.result[0].indicators.quote`) is retried once, then fails as "malformed response" with
+  what was seen: status, size, the JSON error and the first and last characters of the body (the
+  failure reasons go to `raw/.../manifest.json`; the body itself is not a payload, because
+  `raw/` payloads are price tables that `replay` reads back);
+* an empty result (`meta` but no `timestamp`: no trading in the range) fails at once as
+  "no bars ... empty result";
+* "possibly delisted; no timezone found" / "no price data found" without any of the above is
+  retried once: yfinance says it for a symbol Yahoo does not know, but also when its time zone
+  lookup got an HTTP 5xx or the chart request got an HTML error page (it cannot tell them apart);
 * any other error becomes `FetchFailure(symbol, reason)` with yfinance's message in the reason
   (URL queries cut, they carry the crumb);
 * no bars and no error: `FetchFailure(symbol, "no bars returned for START..END")`.
 
 So every requested symbol ends with bars or with a failure record, never silently empty.
+
+Timeouts. `timeout_seconds` bounds each chart request for bars (yfinance's own network retries
+are off by default, so one attempt waits at most that long per symbol). yfinance's time zone
+lookup, made once per symbol and then cached on disk, uses its own fixed 10 s timeout.
 
 `payloads` hold one `RawPayload("<market>-batchNNN.parquet", "table", ...)` per batch: the long-form
 bars of that batch as an Arrow table (the library's frame is the closest form yfinance exposes).
@@ -47,6 +74,7 @@ every later yfinance call in the process, not just this one.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import random
 import re
@@ -54,15 +82,22 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pandas as pd
 import pyarrow as pa
 import yfinance as yf
 import yfinance.shared as yf_shared
 from yfinance.data import YfData
+
+try:  # NOTE: private; what yf.download() itself calls when given no session
+    from yfinance._http import new_session as _yf_new_session
+except ImportError:  # pragma: no cover - another yfinance layout: let yfinance make its own
+    _yf_new_session = None
 
 from aimoves.sources.base import (
     PRICE_FIELDS,
@@ -77,6 +112,9 @@ from aimoves.sources.base import (
 log = logging.getLogger(__name__)
 
 ErrorKind = Literal["rate_limit", "transient", "ambiguous", "unknown", "permanent"]
+# What a failed symbol is retried and reported as: classify_error's kinds plus what only the
+# transport shows (see "What the transport saw" above).
+_Kind = Literal["rate_limit", "transient", "ambiguous", "unknown", "permanent", "malformed", "wrong_symbol", "empty"]
 
 _RATE_LIMIT = re.compile(r"\b429\b|too many requests|rate[ -]?limit|YFRateLimitError", re.IGNORECASE)
 _TRANSIENT = re.compile(
@@ -123,6 +161,10 @@ def _failure_reason(kind: ErrorKind, message: str, span: str, attempts: int) -> 
         return f"no bars for {span}: symbol unknown to Yahoo (delisted or misspelt?): {message}"
     if kind == "ambiguous":
         return f"no bars for {span} after {tries} (delisted or suspended symbol, or a Yahoo error yfinance could not tell apart): {message}"
+    if kind == "malformed":
+        return f"malformed response from Yahoo on all {tries}, no bars for {span}: {message}"
+    if kind == "wrong_symbol":
+        return f"wrong symbol on all {tries}, no bars kept for {span}: {message}"
     return f"no bars for {span}: {message}"
 
 
@@ -168,6 +210,209 @@ class _DownloadErrors(logging.Filter):
                 self.errors[str(sym).upper()] = summary.group(2).strip()
             return False
         return True
+
+
+# -- what the transport saw ----------------------------------------------------------------------
+_CHART_PATH = re.compile(r"/v8/finance/chart/([^/?#]+)")
+_TIMEOUT_TYPES = {"Timeout", "TimeoutError", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError", "timeout"}
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """One chart request of a watched symbol: the answer, or the exception instead of one."""
+
+    bars: bool  # the bars request (with period1), else the time zone lookup (range=1d)
+    status: int | None = None
+    retry_after: str | None = None  # the Retry-After header, as sent
+    body: bytes = b""
+    error: BaseException | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Error:
+    """Why a symbol came back without bars, as _fetch_batch retries and reports it."""
+
+    kind: _Kind
+    message: str
+    retry_after: float | None = None  # seconds Yahoo asked to wait (Retry-After)
+
+
+class _Recorder:
+    """The chart exchanges of one yf.download() call's symbols (see `_observe`)."""
+
+    def __init__(self, symbols: Sequence[str], any_thread: bool) -> None:
+        self.thread = threading.get_ident()
+        self.any_thread = any_thread
+        self.symbols = {s.upper() for s in symbols}
+        self.exchanges: dict[str, list[_Exchange]] = {}
+        self._lock = threading.Lock()
+
+    def wants(self, symbol: str) -> bool:
+        return symbol in self.symbols and (self.any_thread or threading.get_ident() == self.thread)
+
+    def add(self, symbol: str, exchange: _Exchange) -> None:
+        with self._lock:
+            self.exchanges.setdefault(symbol, []).append(exchange)
+
+    def last(self, symbol: str) -> _Exchange | None:
+        """The last bars exchange of the symbol, else its last time zone lookup."""
+        with self._lock:
+            seen = list(self.exchanges.get(symbol, []))
+        bars = [e for e in seen if e.bars]
+        return (bars or seen or [None])[-1]
+
+
+_RECORDERS: list[_Recorder] = []
+_RECORDERS_LOCK = threading.Lock()
+
+
+def _observe(session: object | None) -> bool:
+    """Wrap `session.get` (once per session) so chart requests reach the active recorders.
+
+    A pass-through for every other URL and whenever no recorder wants the symbol; works for
+    requests and curl_cffi sessions alike (yfinance calls `session.get` for every GET). False when
+    the session cannot be wrapped (the fetch then goes on with yfinance's messages only).
+    """
+    if session is None:
+        return False
+    if getattr(session, "_aimoves_observed", False):
+        return True
+    original = session.get  # type: ignore[attr-defined]
+
+    def get(*args: Any, **kwargs: Any) -> Any:
+        url = args[0] if args else kwargs.get("url")
+        match = _CHART_PATH.search(url) if isinstance(url, str) else None
+        if match is None:
+            return original(*args, **kwargs)
+        symbol = unquote(match.group(1)).upper()
+        with _RECORDERS_LOCK:
+            recorders = [r for r in _RECORDERS if r.wants(symbol)]
+        if not recorders:
+            return original(*args, **kwargs)
+        params = kwargs.get("params") or {}
+        bars = "period1" in params or "period1" in parse_qs(urlsplit(url).query)
+        started = time.monotonic()
+        try:
+            response = original(*args, **kwargs)
+        except BaseException as exc:
+            exchange = _Exchange(bars, error=exc, elapsed=time.monotonic() - started)
+            for r in recorders:
+                r.add(symbol, exchange)
+            raise
+        try:
+            headers = getattr(response, "headers", None) or {}
+            exchange = _Exchange(
+                bars,
+                status=getattr(response, "status_code", None),
+                retry_after=headers.get("Retry-After"),
+                body=bytes(getattr(response, "content", b"") or b""),
+                elapsed=time.monotonic() - started,
+            )
+        except Exception as exc:  # noqa: BLE001 - reading the body failed (a cut connection)
+            exchange = _Exchange(bars, error=exc, elapsed=time.monotonic() - started)
+        for r in recorders:
+            r.add(symbol, exchange)
+        return response
+
+    try:
+        session.get = get  # type: ignore[attr-defined]
+        session._aimoves_observed = True  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
+class _Watch:
+    """Registers a recorder for the duration of a `with` block."""
+
+    def __init__(self, recorder: _Recorder, active: bool) -> None:
+        self.recorder, self.active = recorder, active
+
+    def __enter__(self) -> _Recorder:
+        if self.active:
+            with _RECORDERS_LOCK:
+                _RECORDERS.append(self.recorder)
+        return self.recorder
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            with _RECORDERS_LOCK:
+                _RECORDERS.remove(self.recorder)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _excerpt(body: bytes, width: int = 60) -> str:
+    text = body.decode("utf-8", "replace")
+    if len(text) <= 2 * width:
+        return f"body {text!r}"
+    return f"body began {text[:width]!r}, ended {text[-width:]!r}"
+
+
+def _inspect(symbol: str, ex: _Exchange) -> _Error | None:
+    """What the exchange says beyond yfinance's message; None when it adds nothing."""
+    if ex.error is not None:
+        names = {c.__name__ for c in type(ex.error).__mro__}
+        if names & _TIMEOUT_TYPES:
+            return _Error("transient", f"timed out: no answer from Yahoo within {ex.elapsed:.1f} s ({type(ex.error).__name__})")
+        message = _clean(f"{type(ex.error).__name__}: {ex.error}")
+        kind = classify_error(message)
+        return _Error(kind, message) if kind in ("rate_limit", "transient") else None
+    if ex.status == 429:
+        seconds = _retry_after_seconds(ex.retry_after)
+        said = f"; Retry-After: {ex.retry_after}" if ex.retry_after is not None else "; no Retry-After"
+        return _Error("rate_limit", f"HTTP 429 Too Many Requests{said}", seconds)
+    if ex.status is None or not 200 <= ex.status < 300:
+        return None  # yfinance reports other statuses well enough (404: unknown, 5xx: transient)
+    seen = f"HTTP {ex.status}, {len(ex.body)} bytes"
+    try:
+        data = json.loads(ex.body)
+    except ValueError as exc:
+        return _Error("malformed", f"not valid JSON ({exc}; truncated, or not JSON at all): {seen}, {_excerpt(ex.body)}")
+    chart = data.get("chart") if isinstance(data, dict) else None
+    if not isinstance(chart, dict):
+        return _Error("malformed", f"JSON without a 'chart' object: {seen}, {_excerpt(ex.body)}")
+    if chart.get("error"):
+        return None  # Yahoo said why; yfinance's message carries it
+    result = chart.get("result")
+    first = result[0] if isinstance(result, list) and result else None
+    if not isinstance(first, dict):
+        return _Error("malformed", f"JSON without chart.result[0]: {seen}, {_excerpt(ex.body)}")
+    meta = first.get("meta")
+    answered = meta.get("symbol") if isinstance(meta, dict) else None
+    if isinstance(answered, str) and answered.upper() != symbol:
+        return _Error("wrong_symbol", f"Yahoo answered the request for {symbol} with the chart of {answered} (chart.result[0].meta.symbol)")
+    if not ex.bars:
+        return None  # the time zone lookup: yfinance reads only meta
+    indicators = first.get("indicators")
+    quote = indicators.get("quote") if isinstance(indicators, dict) else None
+    if not isinstance(quote, list) or not quote or not isinstance(quote[0], dict):
+        missing = "indicators" if not isinstance(indicators, dict) else "indicators.quote"
+        return _Error("malformed", f"JSON of the wrong structure, chart.result[0] has no {missing}: {seen}, {_excerpt(ex.body)}")
+    stamps = first.get("timestamp")
+    if not stamps:
+        return _Error("empty", f"Yahoo answered with an empty result for {symbol} (meta, no timestamps: no trading in the range)")
+    closes = quote[0].get("close")
+    if not isinstance(closes, list) or len(closes) != len(stamps):
+        return _Error("malformed", f"JSON of the wrong structure, {len(stamps)} timestamps but close is {type(closes).__name__} "
+                      f"of {len(closes) if isinstance(closes, list) else 'no'} values: {seen}")
+    return None
 
 
 def _clear_response_cache() -> None:
@@ -220,6 +465,10 @@ class YahooSource:
     # Called before every request to Yahoo; the flows pass one that takes a slot of a Prefect
     # global rate limit, so that every flow on one server shares one Yahoo request rate.
     throttle: Callable[[], None] | None = None
+    # Waits between attempts (None: time.sleep); tests pass one that records the delays.
+    sleep: Callable[[float], None] | None = field(default=None, compare=False)
+    # A Retry-After longer than this is waited for this long only (then the retry may fail again).
+    max_retry_after_seconds: float = 60.0
 
     def fetch_prices(self, request: PriceRequest) -> PriceBatch:
         symbols = list(dict.fromkeys(request.symbols))
@@ -228,10 +477,13 @@ class YahooSource:
         frames: list[pd.DataFrame] = []
         payloads: list[RawPayload] = []
         failures: list[FetchFailure] = []
-        retried: dict[str, set[str]] = {"rate_limit": set(), "transient": set(), "ambiguous": set()}
+        retried: dict[str, set[str]] = {"rate_limit": set(), "transient": set(), "ambiguous": set(), "malformed": set(), "wrong_symbol": set()}
+        # NOTE: with no session given, make the one yf.download() would make (one per call) here,
+        # once per fetch, so that its chart requests can be watched (see the module docstring).
+        session = self.session if self.session is not None or _yf_new_session is None else _yf_new_session()
         for i, batch in enumerate(batches, start=1):
             log.info("%s batch %d/%d: %d symbols", request.market, i, len(batches), len(batch))
-            bars, batch_failures = self._fetch_batch(batch, request, retried, f"{request.market} batch {i}/{len(batches)}")
+            bars, batch_failures = self._fetch_batch(batch, request, retried, f"{request.market} batch {i}/{len(batches)}", session)
             frames.append(bars)
             failures.extend(batch_failures)
             payloads.append(RawPayload(f"{request.market}-batch{i:03d}.parquet", "table", pa.Table.from_pandas(bars, preserve_index=False)))
@@ -244,12 +496,16 @@ class YahooSource:
             notes.append(f"{len(retried['transient'])} symbols retried after a transient error")
         if retried["ambiguous"]:
             notes.append(f"{len(retried['ambiguous'])} symbols retried once after yfinance found no time zone or no data")
+        if retried["malformed"]:
+            notes.append(f"{len(retried['malformed'])} symbols retried once after a malformed response")
+        if retried["wrong_symbol"]:
+            notes.append(f"{len(retried['wrong_symbol'])} symbols retried once after a response for another symbol")
         if failures:
             log.warning("%s: %d of %d symbols returned no bars", request.market, len(failures), len(symbols))
         return PriceBatch(source=self.name, request=request, bars=bars, payloads=payloads, failures=failures, notes=notes)
 
     def _fetch_batch(
-        self, batch: list[str], request: PriceRequest, retried: dict[str, set[str]], label: str
+        self, batch: list[str], request: PriceRequest, retried: dict[str, set[str]], label: str, session: object | None = None
     ) -> tuple[pd.DataFrame, list[FetchFailure]]:
         span = f"{request.start}..{request.end}"
         frames: list[pd.DataFrame] = []
@@ -258,79 +514,109 @@ class YahooSource:
         attempt = 0
         while pending:
             attempt += 1
-            bars, errors = self._download(pending, request)
+            bars, errors = self._download(pending, request, session)
             frames.append(bars)
             got = set(bars["Ticker"]) if len(bars) else set()
             retry: list[str] = []
+            wait_for = 0.0  # the largest Retry-After of the symbols retried
             for sym in pending:
                 if sym in got:
                     continue
-                message = errors.get(sym.upper())
-                if message is None:
+                error = errors.get(sym.upper())
+                if error is None:
                     failures.append(FetchFailure(sym, f"no bars returned for {span}"))
                     continue
-                kind = classify_error(message)
-                if attempt < self.max_attempts and (kind in ("rate_limit", "transient") or (kind == "ambiguous" and attempt == 1)):
+                kind = error.kind
+                once = kind in ("ambiguous", "malformed", "wrong_symbol") and attempt == 1
+                if attempt < self.max_attempts and (kind in ("rate_limit", "transient") or once):
                     retry.append(sym)
-                    retried[kind].add(sym)
+                    retried.setdefault(kind, set()).add(sym)
+                    wait_for = max(wait_for, error.retry_after or 0.0)
                 else:
-                    failures.append(FetchFailure(sym, _failure_reason(kind, message, span, attempt)))
+                    failures.append(FetchFailure(sym, _failure_reason(kind, error.message, span, attempt)))
             if retry:
                 delay = self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                if wait_for:
+                    delay = max(delay, min(wait_for * random.uniform(1.0, 1.2), self.max_retry_after_seconds))
                 log.warning(
-                    "%s: retrying %d symbols (%s) after attempt %d/%d in %.1f s",
+                    "%s: retrying %d symbols (%s) after attempt %d/%d in %.1f s%s",
                     label, len(retry), ", ".join(retry[:5]) + (" ..." if len(retry) > 5 else ""),
-                    attempt, self.max_attempts, delay,
+                    attempt, self.max_attempts, delay, f" (Retry-After {wait_for:g} s)" if wait_for else "",
                 )
-                time.sleep(delay)
+                (self.sleep or time.sleep)(delay)
             pending = retry
         nonempty = [f for f in frames if len(f)]
         bars = pd.concat(nonempty, ignore_index=True) if nonempty else empty_bars()
         return bars, failures
 
-    def _download(self, symbols: list[str], request: PriceRequest) -> tuple[pd.DataFrame, dict[str, str]]:
-        """One yf.download() call: (long-form bars, {UPPER symbol: error message})."""
+    def _download(self, symbols: list[str], request: PriceRequest, session: object | None = None) -> tuple[pd.DataFrame, dict[str, _Error]]:
+        """One yf.download() call: (long-form bars, {UPPER symbol: why it has none})."""
         if self.throttle is not None:
             self.throttle()
+        session = self.session if session is None else session
         names = {s.upper(): s for s in symbols}  # NOTE: yfinance upper-cases every ticker
         capture = _DownloadErrors(symbols)
         yf_log = logging.getLogger("yfinance")
         _clear_response_cache()
+        watch = _Watch(_Recorder(symbols, any_thread=self.threads > 1), _observe(session))
         yf_log.addFilter(capture)
         try:
-            # NOTE: under pandas 3 yfinance 1.7 emits Pandas4Warning (a DeprecationWarning) about
-            # `inplace=` and FutureWarnings; they are noise for us. catch_warnings is process-wide.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                frame = yf.download(
-                    symbols,
-                    start=request.start,
-                    end=request.end + timedelta(days=1),  # NOTE: yfinance's end is exclusive
-                    interval="1d",
-                    auto_adjust=False,  # NOTE: the default (True) drops Adj Close and adjusts OHLC
-                    actions=False,
-                    group_by="column",
-                    progress=False,
-                    threads=self.threads if self.threads > 1 else False,
-                    timeout=self.timeout_seconds,
-                    session=self.session,
-                    multi_level_index=True,  # NOTE: else a single symbol comes back with flat columns
-                )
+            with watch:
+                frame = self._yf_download(symbols, request, session)
         except Exception as exc:  # the whole call failed (no network at all, say)
             message = f"{type(exc).__name__}: {exc}"
-            if classify_error(message) == "permanent":
+            kind = classify_error(message)
+            if kind == "permanent":
                 raise
-            return empty_bars(), {s.upper(): _clean(message) for s in symbols}
+            return empty_bars(), {s.upper(): _Error(kind, _clean(message)) for s in symbols}
         finally:
             yf_log.removeFilter(capture)
-        errors = {sym: _clean(msg) for sym, msg in capture.errors.items()}
+        said = {sym: _clean(msg) for sym, msg in capture.errors.items()}
         # NOTE: older yfinance recorded per-symbol errors in shared._ERRORS; 1.7 no longer does.
         legacy = getattr(yf_shared, "_ERRORS", None) or {}
         for sym in names:
-            if sym not in errors and sym in legacy:
-                errors[sym] = _clean(str(legacy[sym]))
-        return to_long_form(frame, names), errors
+            if sym not in said and sym in legacy:
+                said[sym] = _clean(str(legacy[sym]))
+        bars = to_long_form(frame, names)
+        got = set(bars["Ticker"]) if len(bars) else set()
+        errors: dict[str, _Error] = {}
+        for sym, name in names.items():
+            exchange = watch.recorder.last(sym)
+            seen = _inspect(sym, exchange) if exchange is not None else None
+            if name in got:
+                if seen is not None and seen.kind == "wrong_symbol":  # another symbol's bars: drop them
+                    bars = bars[bars["Ticker"] != name].reset_index(drop=True)
+                    errors[sym] = seen
+                continue
+            message = said.get(sym)
+            if seen is not None and seen.kind == "rate_limit" and message is not None:
+                errors[sym] = _Error("rate_limit", f"{message} ({seen.message})", seen.retry_after)
+            elif seen is not None:
+                errors[sym] = seen
+            elif message is not None:
+                errors[sym] = _Error(classify_error(message), message)
+        return bars, errors
+
+    def _yf_download(self, symbols: list[str], request: PriceRequest, session: object | None) -> pd.DataFrame | None:
+        # NOTE: under pandas 3 yfinance 1.7 emits Pandas4Warning (a DeprecationWarning) about
+        # `inplace=` and FutureWarnings; they are noise for us. catch_warnings is process-wide.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            return yf.download(
+                symbols,
+                start=request.start,
+                end=request.end + timedelta(days=1),  # NOTE: yfinance's end is exclusive
+                interval="1d",
+                auto_adjust=False,  # NOTE: the default (True) drops Adj Close and adjusts OHLC
+                actions=False,
+                group_by="column",
+                progress=False,
+                threads=self.threads if self.threads > 1 else False,
+                timeout=self.timeout_seconds,
+                session=session,
+                multi_level_index=True,  # NOTE: else a single symbol comes back with flat columns
+            )
 
 
 # -- news ---------------------------------------------------------------------------------------
