@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -80,55 +82,56 @@ def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     for f in schema:
         col = frame[f.name]
         if pa.types.is_date32(f.type):
-            col = pd.to_datetime(col).dt.date
+            # NOTE: via datetime64[D], not Python date objects (millions of them are slow)
+            arrays.append(pa.array(pd.to_datetime(col).to_numpy().astype("datetime64[D]"), type=f.type))
+            continue
         if pa.types.is_integer(f.type) and col.dtype.kind == "f":
             col = col.round().astype("Int64")
         arrays.append(pa.array(col, type=f.type, from_pandas=True))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _comparable(table: pa.Table, columns: list[str]) -> pd.DataFrame:
+    """Columns as pandas, for comparing rows: list cells joined into one string, dates as datetime64."""
+    data = {}
+    for name in columns:
+        column = table.column(name)
+        if pa.types.is_list(column.type):
+            column = pc.binary_join(column, "\x1f")
+        data[name] = column
+    return pa.table(data).to_pandas(date_as_object=False)
+
+
 def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, replaced: list[pd.DataFrame] | None = None) -> pa.Table:
-    """Upsert `new` into `old` by key; unchanged rows keep their old `*_at` stamps.
+    """Upsert `new` into `old` by key; unchanged rows keep their old stamps (`spec.stamps`).
 
     Old rows that the new ones change are appended to `replaced` (when given).
     """
     key = list(spec.key)
-    stamps = list(spec.stamps)
-    old_df = old.to_pandas()
-    new_df = new.to_pandas()
-    if stamps and len(old_df):
-        before = new_df[key].merge(old_df, how="left", on=key)  # old values aligned to new rows
-        same = pd.Series(True, index=new_df.index)
-        for column in new_df.columns:
-            if column not in key and column not in stamps:
-                same &= _equal(new_df[column], before[column])
-        for stamp in stamps:
-            new_df[stamp] = new_df[stamp].where(~same, before[stamp])
-        existed = before[[c for c in before.columns if c not in key]].notna().any(axis=1)
-        if replaced is not None and (existed & ~same).any():
-            replaced.append(before[(existed & ~same).to_numpy()])
-    new_keys = pd.MultiIndex.from_frame(new_df[key])
-    kept = old_df[~pd.MultiIndex.from_frame(old_df[key]).isin(new_keys)]
-    merged = pd.concat([kept, new_df], ignore_index=True) if len(kept) else new_df
-    merged = merged.sort_values(list(spec.sort_by), kind="stable").reset_index(drop=True)
-    return to_table(merged, new.schema)
-
-
-def _equal(a: pd.Series, b: pd.Series) -> pd.Series:
-    """Element-wise equality where two missing values are equal and lists compare by content."""
-    if a.dtype == object or b.dtype == object:
-        return pd.Series([_hashable(x) == _hashable(y) for x, y in zip(a, b)], index=a.index)
-    return ((a == b) | (a.isna() & b.isna())).fillna(False).astype(bool)
-
-
-def _hashable(value: object) -> object:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None
-    if hasattr(value, "tolist"):
-        return tuple(value.tolist())
-    if isinstance(value, list):
-        return tuple(value)
-    return value
+    values = [c for c in new.column_names if c not in key and c not in spec.stamps]
+    old_cmp, new_cmp = _comparable(old, key + values), _comparable(new, key + values)
+    old_keys, new_keys = pd.MultiIndex.from_frame(old_cmp[key]), pd.MultiIndex.from_frame(new_cmp[key])
+    position = old_keys.get_indexer(new_keys)  # the old row of each new key, -1 if none (keys are unique)
+    existed = position >= 0
+    same = np.zeros(len(new_cmp), dtype=bool)
+    if existed.any():
+        before = old_cmp.iloc[position[existed]].reset_index(drop=True)
+        after = new_cmp[existed].reset_index(drop=True)
+        equal = np.ones(len(after), dtype=bool)
+        for name in values:
+            a, b = before[name], after[name]
+            equal &= (a == b).fillna(False).to_numpy(dtype=bool) | (a.isna() & b.isna()).to_numpy(dtype=bool)
+        same[existed] = equal
+    if same.any():
+        take = pa.array(np.where(same, position, 0))
+        for stamp in spec.stamps:
+            kept = pc.if_else(pa.array(same), old.column(stamp).take(take), new.column(stamp))
+            new = new.set_column(new.schema.get_field_index(stamp), new.schema.field(stamp), kept)
+    if replaced is not None and (existed & ~same).any():
+        replaced.append(old.take(pa.array(position[existed & ~same])).to_pandas(date_as_object=False))
+    keep_old = ~old_keys.isin(new_keys)
+    merged = pa.concat_tables([old.filter(pa.array(keep_old)), new]) if keep_old.any() else new
+    return merged.sort_by([(c, "ascending") for c in spec.sort_by])
 
 
 def _publish(table: pa.Table, target: Path, data_dir: Path) -> None:
@@ -227,9 +230,9 @@ def read_frame(
             clauses.append(ds.field(column).isin(list(values)))
     for clause in clauses:
         expr = clause if expr is None else expr & clause
-    frame = dataset.to_table(filter=expr, columns=columns).to_pandas()
+    frame = dataset.to_table(filter=expr, columns=columns).to_pandas(date_as_object=False)
     if "date" in frame:
-        frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
+        frame["date"] = frame["date"].astype("datetime64[ns]")
     for key in spec.partition_by:
         if key in frame and isinstance(frame[key].dtype, pd.CategoricalDtype):
             frame[key] = frame[key].astype(frame[key].cat.categories.dtype)

@@ -78,6 +78,9 @@ Each request naming the symbol uses up one of the `times`, whatever it was. In o
   - `"wrong_symbol"`: the chart of `answer_as` (another fixture symbol, its `meta.symbol` and its
     bars; by default the first other fixture symbol) answered to the request for `symbol`.
 
+For news (`FakeYahooNews` below) only `status` applies; a delay or a fault is used up there
+without effect.
+
 Note that one `yf.download` attempt can make two chart requests per symbol (time zone,
 then bars) and repeats any request once after a status >= 400. `fake.seen` records
 `(host, path, query)` of every request, `fake.chart_calls[symbol]` counts chart requests and
@@ -94,8 +97,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from dataclasses import replace
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -215,8 +215,8 @@ def test_timeout_ends_within_the_configured_limit(fake: FakeYahoo, tmp_path: Pat
     assert counts == {"AAA": 9} and manifest["failures"][0]["symbol"] == "BBB"
     _record(
         f"answer delayed {DELAY:g} s, timeout_seconds={TIMEOUT}, max_attempts={attempts}",
-        f"returned in {elapsed:.2f} s (limit {TIMEOUT} x {attempts} + backoffs): BBB failed as 'timed out' after {attempts} requests, "
-        "AAA's 9 bars written",
+        f"returned in {elapsed:.2f} s (bound {TIMEOUT} s x {attempts} attempts + 1.5 s; backoffs recorded, not slept): "
+        f"BBB failed as 'timed out' after {attempts} requests, AAA's 9 bars written",
     )
 
 

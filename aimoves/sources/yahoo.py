@@ -151,7 +151,7 @@ def classify_error(message: str) -> ErrorKind:
     return "permanent"
 
 
-def _failure_reason(kind: ErrorKind, message: str, span: str, attempts: int) -> str:
+def _failure_reason(kind: _Kind, message: str, span: str, attempts: int) -> str:
     tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
     if kind == "rate_limit":
         return f"Yahoo rate limit (HTTP 429) on all {tries}: {message}"
@@ -315,11 +315,14 @@ def _observe(session: object | None) -> bool:
             r.add(symbol, exchange)
         return response
 
-    try:
-        session.get = get  # type: ignore[attr-defined]
-        session._aimoves_observed = True  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        return False
+    with _RECORDERS_LOCK:  # NOTE: two fetches starting at once on one session wrap it once
+        if getattr(session, "_aimoves_observed", False):
+            return True
+        try:
+            session.get = get  # type: ignore[attr-defined]
+            session._aimoves_observed = True  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            return False
     return True
 
 
@@ -543,7 +546,7 @@ class YahooSource:
                     label, len(retry), ", ".join(retry[:5]) + (" ..." if len(retry) > 5 else ""),
                     attempt, self.max_attempts, delay, f" (Retry-After {wait_for:g} s)" if wait_for else "",
                 )
-                (self.sleep or time.sleep)(delay)
+                (time.sleep if self.sleep is None else self.sleep)(delay)
             pending = retry
         nonempty = [f for f in frames if len(f)]
         bars = pd.concat(nonempty, ignore_index=True) if nonempty else empty_bars()
