@@ -129,18 +129,18 @@ def _membership(universe: Universe, dates: pd.DatetimeIndex) -> pd.DataFrame:
 
 
 def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
-    """Per (date, sector) aggregates of traded members (sorted by date, sector, symbol)."""
-    traded = traded[traded[ret].notna()].reset_index(drop=True)  # in ALL, a listing without an FX rate has no USD return
+    """Per (date, sector) aggregates of traded members; ties for best/worst go to the first symbol."""
+    # Only the columns needed, rows with a return (in ALL, a listing without an FX rate has none).
+    traded = traded.loc[traded[ret].notna(), list(dict.fromkeys(["date", "sector", "symbol", ret, ret_usd, "mcap_usd_prev"]))]
+    traded = traded.sort_values(["date", "sector", "symbol"], kind="stable").reset_index(drop=True)
     w = traded["mcap_usd_prev"]
-    has_w = w.notna() & traded[ret].notna()
-    traded = traded.assign(
-        _w=w.where(has_w),
-        _wr=(w * traded[ret]).where(has_w),
-        _wr_usd=(w * traded[ret_usd]).where(has_w),
-        _usd_missing=traded[ret_usd].isna(),
-        _adv=traded[ret] > 0,
-        _dec=traded[ret] < 0,
-    )
+    has_w = w.notna()
+    traded["_w"] = w.where(has_w)
+    traded["_wr"] = (w * traded[ret]).where(has_w)
+    traded["_wr_usd"] = (w * traded[ret_usd]).where(has_w)
+    traded["_usd_missing"] = traded[ret_usd].isna()
+    traded["_adv"] = traded[ret] > 0
+    traded["_dec"] = traded[ret] < 0
     g = traded.groupby(["date", "sector"], sort=True)
     agg = g.agg(
         n_traded=(ret, "count"),
@@ -187,8 +187,8 @@ def compute_sector_moves(
     sector_of = {s.symbol: s.sector for s in stocks}
     market_of = {s.symbol: s.market for s in stocks}
     order = {s.symbol: i for i, s in enumerate(stocks)}
-    moves = moves.copy()
-    moves["date"] = pd.to_datetime(moves["date"])
+    if not pd.api.types.is_datetime64_any_dtype(moves["date"]):
+        moves = moves.assign(date=pd.to_datetime(moves["date"]))
     moves = moves[moves["date"].isin(all_dates)]
     is_blocked = pd.Series(False, index=moves.index)
     for market, day in blocked:
@@ -197,26 +197,29 @@ def compute_sector_moves(
     if len(listed):
         rows, cols = all_dates.get_indexer(listed["date"]), members.columns.get_indexer(listed["symbol"])
         listed = listed[members.to_numpy()[rows, cols]]
+    listed = listed[["date", "symbol", "market", "company", "ret", "ret_usd", "mcap_usd_prev"]]
     listed = listed.assign(sector=listed["symbol"].map(sector_of), _order=listed["symbol"].map(order))
     bench_ret = moves[moves["is_benchmark"]].set_index(["market", "date"])["ret"] if "is_benchmark" in moves else pd.Series(dtype=float)
+    del moves, is_blocked
 
     frames = []
     for region in regions:
         if region == "ALL":
             # One listing per company: the first, in universe order, that traded that day (in USD).
-            traded = listed.sort_values(["date", "_order"]).drop_duplicates(["date", "company"])
+            first = listed.groupby(["date", "company"], sort=False)["_order"].transform("min")
+            traded = listed[listed["_order"] == first]
             company_members = members.T.groupby([s.company_key for s in stocks], sort=False).max().T
             first_sector = {}
             for s in stocks:
                 first_sector.setdefault(s.company_key, s.sector)
             n_members = company_members.T.groupby(pd.Series(first_sector)[company_members.columns].to_numpy()).sum().T
-            agg = _aggregate(traded.sort_values(["date", "sector", "symbol"]).reset_index(drop=True), "ret_usd", "ret_usd")
+            agg = _aggregate(traded, "ret_usd", "ret_usd")
             is_open = pd.Series(True, index=all_dates)  # all_dates is the union of the markets' sessions
         else:
             traded = listed[listed["market"] == region]
             cols = [s.symbol for s in stocks if s.market == region]
             n_members = members[cols].T.groupby(pd.Series({c: sector_of[c] for c in cols})[cols].to_numpy()).sum().T if cols else pd.DataFrame(index=all_dates)
-            agg = _aggregate(traded.sort_values(["date", "sector", "symbol"]).reset_index(drop=True), "ret", "ret_usd")
+            agg = _aggregate(traded, "ret", "ret_usd")
             is_open = pd.Series(all_dates.isin(open_by_market[region]), index=all_dates)
         grid = pd.MultiIndex.from_product([all_dates, list(SECTORS)], names=["date", "sector"])
         out = agg.reindex(grid)
