@@ -1,8 +1,8 @@
 """`aimoves serve`: a local Prefect server plus this project's deployments, served in this process.
 
 No work pool and no worker: the deployments of `prefect.yaml` (names, parameters, schedules: defined
-there once) are registered with `flow.to_deployment(...)` and run by Prefect's `serve(...)`, each
-flow run in a subprocess of this one. The server is a child process (`prefect server start`) in its
+there once) are built with `flow.to_deployment(...)` and registered and run by a Prefect `Runner`
+(what `prefect.serve(...)` uses), each flow run in a subprocess of this one. The server is a child process (`prefect server start`) in its
 own session; Ctrl-C or SIGTERM stops the serve loop (cancelling runs in flight), then the server.
 """
 
@@ -359,8 +359,8 @@ def serve(
             for spec, dep in zip(specs, deployments):
                 shown = {k: dep.parameters[k] for k in ("markets", "source", "data_dir") if k in dep.parameters}
                 say(f"  {dep.flow_name}/{spec.name}: {spec.schedule_text()}  {shown}")
-            say(f"Serving {len(deployments)} deployments from {path} (flow runs execute here). Ctrl-C to stop.")
-            _serve(deployments, server)
+            _serve(deployments, server, lambda: say(
+                f"Serving {len(deployments)} deployments from {path} (flow runs execute here). Ctrl-C to stop."))
         finally:
             # A second Ctrl-C or SIGTERM must not cut the shutdown short and orphan the server.
             previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -373,13 +373,28 @@ def serve(
                     signal.signal(sig, old)
 
 
-def _serve(deployments: list[Any], server: PrefectServer) -> None:
-    from prefect import serve as prefect_serve
+def _serve(deployments: list[Any], server: PrefectServer, ready: Callable[[], None]) -> None:
+    """What `prefect.serve(...)` does, with `ready()` called once the deployments are registered."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_API_URL, temporary_settings
 
     # In case Prefect was imported before the environment was set (tests, `python -c`), set it here too.
     with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_API_URL: server.api_url}):
-        prefect_serve(*deployments, print_starting_message=False)
+        # prefetch 0: start a scheduled run at its time, not up to 10 s early (a daily run asks for the
+        # latest session settled 30 minutes after the close, exactly when the schedules fire).
+        # pause_on_shutdown: no schedules pile up as Late runs while nothing serves them; the next
+        # `aimoves serve` registers the deployments again, which resumes them.
+        runner = Runner(pause_on_shutdown=True, prefetch_seconds=0)
+        for deployment in deployments:
+            runner.add_deployment(deployment)
+        ready()
+        try:
+            asyncio.run(runner.start())
+        except (KeyboardInterrupt, TerminationSignal):
+            pass
 
 
 def _default_server_log(port: int) -> Path:

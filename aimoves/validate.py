@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from aimoves.store import empty_lists
+from aimoves import datadocs
 from aimoves.calendars import session_flags
 from aimoves.expectations import default_parameters, suite_definition
 from aimoves.markets import MARKET_INFO
@@ -64,7 +65,7 @@ def _batch_definition(name: str) -> Any:
     return definition, suite
 
 
-def run_suite(name: str, frame: pd.DataFrame, parameters: dict) -> list[dict]:
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "") -> list[dict]:
     """Run suite `name` on `frame`; one dict per expectation: name, severity, success, rows, meta."""
     definition, suite = _batch_definition(name)
     batch = definition.get_batch(batch_parameters={"dataframe": frame})
@@ -75,6 +76,7 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict) -> list[dict]:
             result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
             expectation_parameters={**default_parameters(name), **parameters},
         )
+    datadocs.collect(name, label or name, result)
     out = []
     for r in result.results:
         config = r.expectation_config
@@ -120,7 +122,7 @@ def _reason(template: str, row: dict) -> str:
 
 
 def split_by_suite(
-    suite: str, frame: pd.DataFrame, base_columns: list[str], parameters: dict | None = None, context: dict | None = None
+    suite: str, frame: pd.DataFrame, base_columns: list[str], parameters: dict | None = None, context: dict | None = None, label: str = ""
 ) -> ValidationResult:
     """Run `suite` on `frame`; critical failures → quarantined (expectation, reason), warnings → dq_flags.
 
@@ -128,7 +130,7 @@ def split_by_suite(
     `base_columns` (and `dq_flags` merged with any the frame already has).
     """
     frame = frame.reset_index(drop=True)
-    results = run_suite(suite, frame, parameters or {})
+    results = run_suite(suite, frame, parameters or {}, label)
     critical: dict[int, list[str]] = {}
     reasons: dict[int, list[str]] = {}
     warnings_: dict[int, list[str]] = {}
@@ -175,7 +177,8 @@ def validate_prices(
         return ValidationResult(prices.assign(dq_flags=[]), prices.assign(expectation=[], reason=[]), batch_error="no rows to validate: nothing usable was fetched")
     frame = add_price_checks(prices.reset_index(drop=True), market, today, extra_holidays)
     return split_by_suite(
-        "prices", frame, list(prices.columns), {"universe_symbols": sorted(universe_symbols)}, {"calendar": MARKET_INFO[market].calendar}
+        "prices", frame, list(prices.columns), {"universe_symbols": sorted(universe_symbols)}, {"calendar": MARKET_INFO[market].calendar},
+        label=f"prices-{market}",
     )
 
 

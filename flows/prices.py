@@ -94,7 +94,7 @@ def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -
 
 def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
     """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
     from prefect.runtime import flow_run
 
@@ -112,6 +112,15 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
     if failed:
         create_table_artifact(failed, key=f"failed-symbols-{markets}", description="Symbols that failed to fetch")
     create_markdown_artifact(publish.written_markdown(summary), key=f"written-{markets}", description="Partitions written")
+    try:  # Data Docs are a convenience: their failure must not fail a run that wrote its data
+        from aimoves import datadocs
+
+        index = datadocs.build(data_dir, summary.run_id, datadocs.take())
+        if index is not None:
+            create_link_artifact(index.resolve().as_uri(), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
+                                 description=f"Validation results of this run ({index})")
+    except Exception as exc:
+        get_run_logger().warning("Data Docs not built: %s", exc)
     share = publish.quarantine_share(summary)
     if share > publish.QUARANTINE_ALERT_SHARE:
         emit_event(
@@ -132,6 +141,9 @@ def run_prices(
     logger = _logger()
     now = datetime.now(UTC)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
+    from aimoves import datadocs
+
+    datadocs.take()  # forget results of an earlier run in this process
     data_dir.mkdir(parents=True, exist_ok=True)
     clean_staging(data_dir)
     price_source = pipeline.make_source(source, universe, data_dir)
