@@ -15,7 +15,7 @@ import pandas as pd
 
 from aimoves.store import empty_lists
 from aimoves.calendars import sessions
-from aimoves.markets import MARKET_INFO, MARKETS
+from aimoves.markets import MARKETS
 from aimoves.universe import SECTORS, Universe
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,6 @@ def compute_sector_moves(
     members = _membership(universe, all_dates)
     stocks = list(universe.stocks)
     sector_of = {s.symbol: s.sector for s in stocks}
-    market_of = {s.symbol: s.market for s in stocks}
     order = {s.symbol: i for i, s in enumerate(stocks)}
     if not pd.api.types.is_datetime64_any_dtype(moves["date"]):
         moves = moves.assign(date=pd.to_datetime(moves["date"]))

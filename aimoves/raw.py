@@ -89,12 +89,18 @@ def write_raw(batch: PriceBatch, data_dir: Path, dataset: str = "prices", fetche
         "notes": batch.notes,
         "versions": library_versions(),
     }
+    return publish_fetch(staging, manifest, data_dir)
+
+
+def publish_fetch(staging: Path, manifest: dict, data_dir: Path) -> RawRecord:
+    """Write the manifest into a complete staging folder and move it under raw/ in one rename."""
     _write_bytes(staging / MANIFEST, json.dumps(manifest, indent=2).encode())
-    final = data_dir / "raw" / dataset / batch.source / f"{fetched_at:%Y-%m-%d}" / fetch_id
+    fetched_at = datetime.fromisoformat(manifest["fetched_at"])
+    final = data_dir / "raw" / manifest["dataset"] / manifest["source"] / f"{fetched_at:%Y-%m-%d}" / manifest["fetch_id"]
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
     fsync_dir(final.parent)
-    return RawRecord(fetch_id, final, fetched_at)
+    return RawRecord(manifest["fetch_id"], final, fetched_at)
 
 
 def list_manifests(data_dir: Path, dataset: str = "prices") -> list[dict]:

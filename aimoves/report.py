@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aimoves.api import REGIONS, DateLike, _as_date, load_sector_moves, return_column
+from aimoves.api import REGIONS, DateLike, _as_date, load_sector_moves
 from aimoves.errors import AimovesError
 from aimoves.schema import SECTOR_MOVES
 from aimoves.universe import SECTORS

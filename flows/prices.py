@@ -255,7 +255,8 @@ def backfill(
         raise AimovesError(f"--end {end} is before --start {start}")
     stocks = load_universe(universe)
     plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, pipeline.news_source_for(source, news_source))
+    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
+                                       pipeline.news_source_for(source, news_source))
     return finish(run_prices("backfill", plans, settings, stocks, Path(data_dir)))
 
 
@@ -276,5 +277,6 @@ def daily(
     stocks = load_universe(universe)
     now = datetime.now(UTC)
     plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, pipeline.news_source_for(source, news_source))
+    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
+                                       pipeline.news_source_for(source, news_source))
     return finish(run_prices("daily", plans, settings, stocks, Path(data_dir)))

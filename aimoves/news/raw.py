@@ -9,15 +9,13 @@ with their kind and symbol or feed, failures, notes, library versions). Assemble
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from aimoves.news.base import NewsBatch
-from aimoves.raw import MANIFEST, RawRecord, _write_bytes, fsync_dir, library_versions, list_manifests
+from aimoves.raw import RawRecord, _write_bytes, library_versions, list_manifests, publish_fetch
 
 DATASET = "news"
 
@@ -54,12 +52,7 @@ def write_news_raw(batch: NewsBatch, data_dir: Path) -> RawRecord:
         "notes": batch.notes,
         "versions": _versions(),
     }
-    _write_bytes(staging / MANIFEST, json.dumps(manifest, indent=2).encode())
-    final = data_dir / "raw" / DATASET / batch.source / f"{fetched_at:%Y-%m-%d}" / fetch_id
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, final)
-    fsync_dir(final.parent)
-    return RawRecord(fetch_id, final, fetched_at)
+    return publish_fetch(staging, manifest, data_dir)
 
 
 def news_manifests(data_dir: Path) -> list[dict]:

@@ -6,7 +6,6 @@ A payload that cannot be read (a truncated Parquet file, say) is reported, never
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 
 from aimoves.errors import InputFileError
 from aimoves.raw import list_manifests
-from aimoves.sources.base import FetchFailure, PriceBatch, PriceRequest, empty_bars, missing_symbols
+from aimoves.sources.base import PriceBatch, PriceRequest, empty_bars, missing_symbols
 from aimoves.sources.csv import read_price_csv
 
 
