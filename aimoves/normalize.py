@@ -96,9 +96,12 @@ def normalize_prices(batch: PriceBatch, market: str, settled_through: date | Non
             live &= out["date"] <= pd.Timestamp(today)
         result.unsettled_dropped = int(live.sum())
         out = out[~live]
-    before = len(out)
-    out = out.drop_duplicates(keep="first")
-    result.duplicates_collapsed = before - len(out)
+    # Identical rows collapse to one; only rows whose (symbol, date) repeats can be identical.
+    repeated = out.duplicated(["symbol", "date"], keep=False)
+    if repeated.any():
+        identical = out[repeated].duplicated(keep="first")
+        result.duplicates_collapsed = int(identical.sum())
+        out = out.drop(index=identical[identical].index)
     result.prices = out.sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
     return result
 

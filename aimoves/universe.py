@@ -137,17 +137,18 @@ def _describe(loc: tuple, data: object) -> str:
 
 def parse_universe(text: str, source: str) -> Universe:
     """Parse and validate universe YAML; errors name the file, line and field."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # NOTE: the C loader is ~15x faster on a large universe
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with 'stocks', 'benchmarks', 'fx'")
-    lines = _line_index(node) if node is not None else {}
     try:
         return Universe.model_validate(data)
     except ValidationError as exc:
+        node = yaml.compose(text, Loader=loader)  # line numbers, only when there is an error to point at
+        lines = _line_index(node) if node is not None else {}
         messages = []
         errors = exc.errors()
         for err in errors:
