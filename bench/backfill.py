@@ -28,9 +28,11 @@ What it measures
    News: where the flows take `news_source`, the benchmark passes "none" (the floor has no news
    stage yet; --with-news turns it on, and the equality check then reports the unmatched dataset).
 5. Daily: Y years (and separately 1 year) of history are backfilled up to the day before the
-   last 2025 session common to all markets (untimed setup); then `daily(day=<that session>)`
-   runs in-process, each repeat on a fresh hard-linked copy of that history (the store replaces
-   files, never edits them, so the copies stay independent). Server start excluded.
+   last 2025 session common to all markets (untimed setup, one child process for both); then
+   `daily(day=<that session>)` runs in-process, each repeat on a fresh hard-linked copy of a
+   history (the store replaces files, never edits them, so the copies stay independent),
+   alternating Y-year and 1-year histories so that load drifts hit both alike. Server start
+   excluded.
 6. DuckDB: `select * from read_parquet('<data>/prices/**/*.parquet', hive_partitioning=1)
    where symbol = ?` over the last pipeline repeat's data, a new connection per repeat (page
    cache warm: the files were just written); and the number of Parquet files written.
@@ -64,7 +66,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 END = date(2025, 12, 31)
@@ -321,32 +323,37 @@ def child_floor(spec: dict) -> dict:
 
 
 def child_daily(spec: dict) -> dict:
+    """Backfill each history (untimed), then time `daily` on fresh copies, alternating histories
+    repeat by repeat so that drifts in machine load hit every history alike."""
     from aimoves.flows.prices import backfill, daily
 
     stages = instrument_pipeline()
     stack, server_s, warm_s = _prefect_session()
-    out: dict = {"server_start": server_s, "warmup": warm_s, "walls": [], "rows": [], "stages": []}
+    out: dict = {"server_start": server_s, "warmup": warm_s, "histories": {}}
+    root = Path(spec["data_dir"])
     try:
         args = flow_args(backfill, spec)
-        history = Path(spec["data_dir"]) / "history"
-        t0 = time.perf_counter()
-        backfill(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]), data_dir=str(history), **args)
-        out["history_backfill"] = time.perf_counter() - t0
+        for h in spec["histories"]:
+            t0 = time.perf_counter()
+            backfill(date.fromisoformat(h["start"]), date.fromisoformat(h["end"]), data_dir=str(root / h["name"]), **args)
+            out["histories"][h["name"]] = {"history_backfill": time.perf_counter() - t0, "walls": [], "rows": [], "stages": []}
         day = date.fromisoformat(spec["day"])
         for r in range(spec["repeats"]):
-            run_dir = Path(spec["data_dir"]) / f"daily-{r}"
-            shutil.copytree(history, run_dir, copy_function=os.link)
-            stages.clear()
-            t0 = time.perf_counter()
-            summary = daily(day, data_dir=str(run_dir), **args)
-            out["walls"].append(time.perf_counter() - t0)
-            out["stages"].append(dict(stages))
-            out["rows"].append(_summary_counts(summary)["rows"])
-            shutil.rmtree(run_dir)
+            for h in spec["histories"]:
+                res = out["histories"][h["name"]]
+                run_dir = root / f"{h['name']}-daily-{r}"
+                shutil.copytree(root / h["name"], run_dir, copy_function=os.link)
+                stages.clear()
+                t0 = time.perf_counter()
+                summary = daily(day, data_dir=str(run_dir), **args)
+                res["walls"].append(time.perf_counter() - t0)
+                res["stages"].append(dict(stages))
+                res["rows"].append(_summary_counts(summary)["rows"])
+                shutil.rmtree(run_dir)
         out["peak_rss"] = _peak_self()
     finally:
         stack.close()
-        shutil.rmtree(Path(spec["data_dir"]) / "history", ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
     return out
 
 
@@ -545,16 +552,17 @@ def main(argv: list[str] | None = None) -> int:
         identical, identical_lines = same_output(pipe_dir, floor_dir)
         progress(f"floor output identical to pipeline output: {identical}")
 
-        # daily over Y years and over 1 year of stored history
+        # daily over Y years and over 1 year of stored history: one child, alternating histories
         day = daily_day(markets)
-        daily: dict[int, dict] = {}
+        histories = []
         for years in sorted({args.years, 1}, reverse=True):
             h_start, h_end = window(years, day - timedelta(days=1))
-            spec = {**common, "start": h_start.isoformat(), "end": h_end.isoformat(), "day": day.isoformat(),
-                    "repeats": args.repeats, "data_dir": str(runs / f"daily-{years}y")}
-            daily[years] = run_child("daily", spec, work, env, f"daily-{years}y")
-            shutil.rmtree(runs / f"daily-{years}y", ignore_errors=True)
-            progress(f"daily with {years} year(s) stored: {', '.join(f'{w:.2f}' for w in daily[years]['walls'])} s")
+            histories.append({"name": f"{years}y", "years": years, "start": h_start.isoformat(), "end": h_end.isoformat()})
+        spec = {**common, "histories": histories, "day": day.isoformat(), "repeats": args.repeats, "data_dir": str(runs / "daily")}
+        daily_result = run_child("daily", spec, work, env, "daily")
+        daily: dict[int, dict] = {h["years"]: daily_result["histories"][h["name"]] for h in histories}
+        for years, d in daily.items():
+            progress(f"daily with {years} year(s) stored: {', '.join(f'{w:.2f}' for w in d['walls'])} s")
 
         # DuckDB: one symbol's full history; files written
         probe = by_market[markets[0]][0]
@@ -639,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
                      "   (inside the validating stages)")
         rss = [f"{key} {med([r['stages'].get('rss:' + key, 0.0) for r in pipe]) / MIB:,.0f}" for key, _ in stage_labels]
         lines.append(f"    pipeline peak RSS when each stage returns (MiB): {', '.join(rss)}")
-        lines += ["", f"  daily run for {day} (one session per market, in-process, server start excluded):"]
+        lines += ["", f"  daily run for {day} (one session per market, in-process, server start excluded; histories alternate repeat by repeat):"]
         for years in sorted(daily, reverse=True):
             lines.append(fmt_row(f"daily with {years} year(s) stored", daily[years]["walls"], "s"))
         for years in sorted(daily, reverse=True):
