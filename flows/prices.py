@@ -137,9 +137,10 @@ def run_prices(
     universe: Universe,
     data_dir: Path,
     steps: SimpleNamespace = PREFECT_STEPS,
+    now: datetime | None = None,
 ) -> pipeline.RunSummary:
     logger = _logger()
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
     from aimoves import datadocs
 
@@ -223,6 +224,16 @@ def finish(summary: pipeline.RunSummary) -> pipeline.RunSummary:
     return Completed(name=NEEDS_ATTENTION, message=message, data=summary)  # type: ignore[return-value]
 
 
+def _scheduled_now() -> datetime:
+    """Now, or the run's scheduled time if that is later: workers may start a scheduled run a few
+    seconds early, and a daily run must then still see the session it was scheduled after."""
+    from prefect.runtime import flow_run
+
+    now = datetime.now(UTC)
+    scheduled = flow_run.scheduled_start_time
+    return max(now, datetime.fromtimestamp(scheduled.timestamp(), UTC)) if scheduled is not None else now
+
+
 def _run_name() -> str:
     """backfill-US+HK-2025-01-02-to-2025-02-28, daily-HK-2025-01-28, daily-US-latest."""
     from prefect.runtime import flow_run
@@ -275,8 +286,8 @@ def daily(
 ) -> pipeline.RunSummary:
     """One session per market: `day`, or each market's latest settled session (then news and moves)."""
     stocks = load_universe(universe)
-    now = datetime.now(UTC)
+    now = _scheduled_now()
     plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
     settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
                                        pipeline.news_source_for(source, news_source))
-    return finish(run_prices("daily", plans, settings, stocks, Path(data_dir)))
+    return finish(run_prices("daily", plans, settings, stocks, Path(data_dir), now=now))

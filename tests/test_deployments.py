@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from aimoves.serve import _die_with_parent  # the child's half of PR_SET_PDEATHSIG (stdlib only)
 from conftest import SMALL_UNIVERSE
 
 pytestmark = pytest.mark.flow
@@ -144,14 +145,19 @@ class Stack:
                     return now
                 time.sleep(1)
 
-    def daily_us_run(self) -> Any:
-        """One completed simulated daily-us run for 2025-01-27, shared by the tests that look at it."""
-        if "daily-us" not in self.cache:
+    def market_runs(self) -> dict[str, Any]:
+        """A simulated run of each market's daily deployment for 2025-01-27, submitted together (they
+        run side by side), shared by the tests that look at them."""
+        if "markets" not in self.cache:
             started = time.monotonic()
-            run = self.run("daily/daily-us", {"day": "2025-01-27"})
-            self.cache["daily-us"] = run
-            self.cache["daily-us-seconds"] = time.monotonic() - started
-        return self.cache["daily-us"]
+            markets = ("US", "HK", "CN")
+            runs = self.wait(*(self.submit(f"daily/daily-{m.lower()}", {"day": "2025-01-27"}) for m in markets))
+            self.cache["markets"] = dict(zip(markets, runs))
+            self.cache["markets-seconds"] = time.monotonic() - started
+        return self.cache["markets"]
+
+    def daily_us_run(self) -> Any:
+        return self.market_runs()["US"]
 
     def artifacts(self, flow_run_id: Any) -> list[Any]:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -182,6 +188,7 @@ def start_stack(tmp: Path) -> Stack:
             [sys.executable, "-m", "aimoves", "serve", "--port", str(port), "--source", "simulated",
              "--data-dir", str(tmp / "data"), "--universe", str(tmp / "universe.yaml")],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # a killed pytest (no teardown) still stops it, gracefully
         )
     stack = Stack(tmp, port, proc, log, tmp / "data", tmp / "universe.yaml", env)
     while "Ctrl-C to stop" not in stack.output():
@@ -222,7 +229,7 @@ def stop_stack(stack: Stack) -> dict[str, Any]:
     return {"code": code, "seconds": seconds, "left": alive(tree), "tree": tree, "in_flight": in_flight}
 
 
-_SHARED: dict[str, Any] = {"stack": None, "users": 0, "tmp": None}
+_SHARED: dict[str, Any] = {"stack": None, "users": 0}
 
 
 def acquire_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
@@ -246,6 +253,8 @@ def release_stack() -> None:
     problems = []
     if result["code"] != 0:
         problems.append(f"aimoves serve exited {result['code']} after SIGTERM")
+    if len(result["tree"]) < 2:
+        problems.append(f"no flow run was in flight when SIGTERM came (processes: {sorted(result['tree'])})")
     if result["left"]:
         problems.append(f"processes left running after aimoves serve stopped: {sorted(result['left'])}")
     if _port_open(stack.port):
@@ -336,8 +345,7 @@ def test_a_served_daily_run_completes_and_publishes_artifacts(stack: Stack) -> N
 
 
 def test_every_market_deployment_runs(stack: Stack) -> None:
-    runs = stack.wait(*(stack.submit(f"daily/daily-{m.lower()}", {"day": "2025-01-27"}) for m in ("HK", "CN")))
-    for market, run in zip(("HK", "CN"), runs):
+    for market, run in stack.market_runs().items():
         assert run.state.is_completed(), (market, run.state)
         assert run.name == f"daily-{market}-2025-01-27"
         assert (stack.data_dir / "prices" / f"market={market}").is_dir()
@@ -356,7 +364,8 @@ def test_ctrl_c_while_the_server_starts_leaves_nothing_running(tmp_path: Path) -
     env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "aimoves", "serve", "--port", str(port), "--source", "simulated"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 60
     tree: set[int] = set()
     while time.monotonic() < deadline and not tree:
