@@ -25,10 +25,10 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from aimoves import pipeline
-from aimoves.schema import FX, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
+from aimoves.schema import FX, NEWS, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
 from aimoves.universe import Universe
 
-DATASETS: tuple[DatasetSpec, ...] = (PRICES, FX, STOCK_MOVES, SECTOR_MOVES, QUARANTINE_PRICES)
+DATASETS: tuple[DatasetSpec, ...] = (PRICES, FX, NEWS, STOCK_MOVES, SECTOR_MOVES, QUARANTINE_PRICES)
 STAMPS = {"ingested_at", "quarantined_at", "run_id", "first_seen_at"}
 
 
@@ -36,7 +36,7 @@ def run_backfill(data_dir: Path, universe: Universe, start: date, end: date, mar
     from aimoves.flows.prices import PLAIN_STEPS, run_prices
 
     plans = [pipeline.plan_backfill(universe, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings("simulated", inject_defects=defects)
+    settings = pipeline.SourceSettings("simulated", inject_defects=defects, news="simulated")  # as the CLI does
     run_prices("backfill", plans, settings, universe, data_dir, steps=PLAIN_STEPS)
 
 
