@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -180,9 +180,3 @@ def validate_prices(
         "prices", frame, list(prices.columns), {"universe_symbols": sorted(universe_symbols)}, {"calendar": MARKET_INFO[market].calendar},
         label=f"prices-{market}",
     )
-
-
-def now_utc() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)

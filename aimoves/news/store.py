@@ -23,7 +23,6 @@ atomic upsert into `news/year=/month=/`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -45,16 +44,9 @@ TITLE_MATCH_WINDOW = pd.Timedelta(days=3)
 SOURCE_ORDER = {"yahoo": 0, "rss": 1, "simulated": 2}
 
 
-def _nullable_quarantine(spec: DatasetSpec) -> DatasetSpec:
-    # NOTE: QUARANTINE_NEWS copies NEWS's non-null published_at and title, but an item is
-    # quarantined precisely when those are missing; pyarrow refuses to write a null into a
-    # non-nullable field. Same dataset, same columns, only the nullability relaxed (as
-    # QUARANTINE_PRICES does for date).
-    fields = [f.with_nullable(True) if f.name in ("published_at", "title") else f for f in spec.schema]
-    return dataclasses.replace(spec, schema=pa.schema(fields, metadata=spec.schema.metadata))
-
-
-QUARANTINE_NEWS_ROWS = _nullable_quarantine(QUARANTINE_NEWS)
+# Every column of a quarantine dataset is nullable (schema.quarantine_of): an item is
+# quarantined precisely when its title or publication time is missing.
+QUARANTINE_NEWS_ROWS = QUARANTINE_NEWS
 
 
 # -- dedup ----------------------------------------------------------------------------------------

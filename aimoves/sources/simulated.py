@@ -24,7 +24,6 @@ import pandas as pd
 import pyarrow as pa
 
 from aimoves.calendars import sessions
-from aimoves.markets import MARKET_INFO
 from aimoves.sources.base import PriceBatch, PriceRequest, RawPayload, missing_symbols
 
 EPOCH = date(2005, 1, 3)
@@ -191,7 +190,3 @@ def _inject_defects(bars: pd.DataFrame, request: PriceRequest) -> pd.DataFrame:
         extra.append(bar)
     out = pd.concat([bars, *extra], ignore_index=True)
     return out.sort_values(["Ticker", "Date"], kind="stable").reset_index(drop=True)
-
-
-def currency_of(market: str) -> str:
-    return MARKET_INFO[market].currency
