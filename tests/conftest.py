@@ -47,6 +47,20 @@ def realdata_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def yf_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """yfinance's time-zone cache in a temp folder, once per session.
+
+    NOTE: yfinance keeps each symbol's time zone in an on-disk SQLite cache whose location can only
+    be changed before its first use in the process; later set_tz_cache_location calls are ignored.
+    """
+    import yfinance as yf
+
+    path = tmp_path_factory.mktemp("yfinance-cache")
+    yf.set_tz_cache_location(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for the whole session (each start costs seconds)."""
     from prefect.testing.utilities import prefect_test_harness

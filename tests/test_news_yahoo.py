@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yfinance as yf
 
 from aimoves.news import NewsRequest, merge_news, normalize_news
 from aimoves.news.parse import parse_yahoo_news
@@ -27,13 +26,6 @@ stocks:
 )
 T = datetime(2025, 1, 28, 2, 30, tzinfo=UTC)
 STORY = "https://finance.yahoo.com/news/nvidia-amd-plunge.html"
-
-
-@pytest.fixture(scope="module")
-def yf_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("yfinance-cache")
-    yf.set_tz_cache_location(str(path))  # NOTE: only effective before the cache's first use
-    return path
 
 
 @pytest.fixture()

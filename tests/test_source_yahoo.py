@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-import yfinance as yf
 import yfinance.cache as yf_cache
 
 from aimoves.normalize import normalize_prices
@@ -41,16 +40,6 @@ def fixtures() -> dict[str, FakeSymbol]:
 
 
 UNKNOWN = ("NOPE", "NADA")
-
-
-@pytest.fixture(scope="module")
-def yf_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # NOTE: yfinance keeps each symbol's time zone in an on-disk SQLite cache whose location can
-    # only be changed before its first use in the process (later set_tz_cache_location calls
-    # are silently ignored by the already open cache). Point it away from the user's cache once.
-    path = tmp_path_factory.mktemp("yfinance-cache")
-    yf.set_tz_cache_location(str(path))
-    return path
 
 
 @pytest.fixture()

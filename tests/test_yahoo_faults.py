@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yfinance as yf
 import yfinance.cache as yf_cache
 
 from aimoves.raw import MANIFEST, write_raw
@@ -53,15 +52,6 @@ def _record(point: str, outcome: str) -> None:
 def fixtures() -> dict[str, FakeSymbol]:
     # Each symbol its own price level, so another symbol's bars are recognisable.
     return {s: FakeSymbol(daily_bars(US_DAYS, 100.0 * (i + 1))) for i, s in enumerate(SYMBOLS)}
-
-
-@pytest.fixture(scope="module")
-def yf_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # NOTE: the location only takes before the cache's first use in the process; a later call
-    # (test_source_yahoo.py's, or this one after it) is ignored, and either is a temp folder.
-    path = tmp_path_factory.mktemp("yfinance-cache")
-    yf.set_tz_cache_location(str(path))
-    return path
 
 
 @pytest.fixture()
