@@ -35,11 +35,11 @@ FEED = (
 )
 
 
-def _record(point: str, outcome: str) -> None:
+def _record(point: str, outcome: str, klass: str) -> None:
     out = os.environ.get("AIMOVES_RELIABILITY_OUT")
     if out:
         with open(out, "a") as f:
-            f.write(json.dumps({"kind": "hostile input", "point": point, "outcome": outcome, "verdict": "ok"}) + "\n")
+            f.write(json.dumps({"kind": "hostile input", "point": point, "outcome": outcome, "verdict": "ok", "class": klass}) + "\n")
 
 
 def _limited() -> None:
@@ -79,7 +79,7 @@ def test_alias_bomb_is_refused_fast_and_small(tmp_path: Path) -> None:
     assert float(refused_in) < 0.1, refused_in
     assert rss < 400, rss
     _record("universe alias bomb, 9 levels (9^9 leaves)", f"refused in {float(refused_in) * 1000:.1f} ms (child max RSS {rss:.0f} MB, "
-            f"under RLIMIT_AS {MEMORY_LIMIT >> 20} MB): {message.strip()}")
+            f"under RLIMIT_AS {MEMORY_LIMIT >> 20} MB): {message.strip().replace(str(path), path.name)}", "denial of service")
 
 
 def test_alias_bomb_cli_exits_2_with_one_error_line(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_alias_bomb_cli_exits_2_with_one_error_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
     assert elapsed < 10 and rss < 400, (elapsed, rss)
-    _record("`aimoves universe` on the 9-level alias bomb", f"exit 2 in {elapsed:.1f} s including interpreter start (max RSS {rss:.0f} MB)")
+    _record("`aimoves universe` on the 9-level alias bomb", f"exit 2 in {elapsed:.1f} s including interpreter start (max RSS {rss:.0f} MB)", "denial of service")
 
 
 def test_aliases_within_bounds_still_load() -> None:
@@ -212,7 +212,7 @@ def test_endless_feeds_are_cut_off_and_the_rest_is_read(server: str, tmp_path: P
     assert rss < 400, rss
     _record("feeds: a FIFO, /dev/zero, a server trickling a byte every 0.3 s, an endless chunked answer, two good feeds",
             f"4 refused by name, 2 read (2 items) in {result['seconds']:.1f} s with deadline 2 s and limit 2 MB "
-            f"(child max RSS {rss:.0f} MB under RLIMIT_AS {MEMORY_LIMIT >> 20} MB)")
+            f"(child max RSS {rss:.0f} MB under RLIMIT_AS {MEMORY_LIMIT >> 20} MB)", "denial of service")
 
 
 def test_read_bounded_limits_files_and_answers(server: str, tmp_path: Path) -> None:
@@ -231,6 +231,21 @@ def test_read_bounded_limits_files_and_answers(server: str, tmp_path: Path) -> N
     assert body == FEED and content_type == "application/rss+xml"
 
 
+def test_feed_limits_are_settings_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aimoves.errors import AimovesError
+    from aimoves.fetch_limits import FetchLimits
+
+    monkeypatch.delenv("AIMOVES_FEED_MAX_BYTES", raising=False)
+    monkeypatch.delenv("AIMOVES_FEED_DEADLINE_SECONDS", raising=False)
+    assert RssNewsSource(("x.xml",)).limits == FetchLimits(20_000_000, 60.0)
+    monkeypatch.setenv("AIMOVES_FEED_MAX_BYTES", "1000")
+    monkeypatch.setenv("AIMOVES_FEED_DEADLINE_SECONDS", "2.5")
+    assert RssNewsSource(("x.xml",)).limits == FetchLimits(1000, 2.5)
+    monkeypatch.setenv("AIMOVES_FEED_DEADLINE_SECONDS", "soon")
+    with pytest.raises(AimovesError, match="AIMOVES_FEED_DEADLINE_SECONDS='soon' is not a number"):
+        FetchLimits.for_feeds()
+
+
 # -- item 4: nothing local leaks into the data ----------------------------------------------------
 def test_rejected_feed_is_neither_stored_nor_echoed(tmp_path: Path) -> None:
     secret = tmp_path / "shadow"
@@ -247,10 +262,10 @@ def test_rejected_feed_is_neither_stored_nor_echoed(tmp_path: Path) -> None:
     stored = b"".join(p.read_bytes() for p in (tmp_path / "data" / "raw").rglob("*") if p.is_file())
     assert b"SECRETHASH" not in stored and b"ENVSECRETVALUE" not in stored
     assert [p.meta["feed"] for p in batch.payloads] == [str(good)]
-    reasons = " ".join(f.reason for f in batch.failures)
+    reasons = "; ".join(f.reason for f in batch.failures)
     assert {f.target for f in batch.failures} == {str(secret), "/proc/self/environ"}
     assert "SECRETHASH" not in reasons and "root:" not in reasons and "ENVSECRETVALUE" not in reasons
-    _record("feeds naming a shadow-like file and /proc/self/environ", f"raw/ holds only the good feed ({record.path.name}); reasons: {reasons}")
+    _record("feeds naming a shadow-like file and /proc/self/environ", f"raw/ of fetch {record.fetch_id} holds only the good feed; reasons: {reasons.replace(str(tmp_path) + '/', '')}", "local leak")
 
 
 def test_relative_feed_resolves_from_the_universe_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
