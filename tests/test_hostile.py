@@ -46,11 +46,12 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _run_limited(code: str, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float, float]:
+def _run_limited(code: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run `code` in a child under the memory limit: (process, wall seconds, child max RSS in MB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, preexec_fn=_limited, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, preexec_fn=_limited, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
     elapsed = time.perf_counter() - started
     rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     return proc, elapsed, rss
@@ -191,14 +192,15 @@ def test_endless_feeds_are_cut_off_and_the_rest_is_read(server: str, tmp_path: P
     good.write_bytes(FEED)
     feeds = [str(fifo), "/dev/zero", f"{server}/trickle", f"{server}/huge", str(good), f"{server}/feed"]
     code = (
-        "import json, sys, time\nfrom aimoves.fetch_limits import FetchLimits\nfrom aimoves.news.base import NewsRequest\n"
+        "import json, sys, time\nfrom aimoves.news.base import NewsRequest\n"
         "from aimoves.news.sources import RssNewsSource\n"
         "t = time.perf_counter()\n"
-        "batch = RssNewsSource(tuple(sys.argv[1:]), limits=FetchLimits(max_bytes=2_000_000, deadline_s=2.0)).fetch_news(NewsRequest())\n"
+        "batch = RssNewsSource(tuple(sys.argv[1:])).fetch_news(NewsRequest())\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'items': len(batch.items), "
         "'failures': {f.target: f.reason for f in batch.failures}, 'stored': [p.meta['feed'] for p in batch.payloads]}))\n"
     )
-    proc, elapsed, rss = _run_limited(code, *feeds, timeout=60)
+    settings = {"AIMOVES_FEED_MAX_BYTES": "2000000", "AIMOVES_FEED_DEADLINE_SECONDS": "2"}
+    proc, elapsed, rss = _run_limited(code, *feeds, timeout=60, env=settings)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     failures = result["failures"]
