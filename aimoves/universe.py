@@ -138,47 +138,63 @@ def _timestamp_or_text(loader: yaml.constructor.SafeConstructor, node: yaml.Scal
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _check_nodes(node: yaml.Node, source: str) -> None:
-    """Refuse alias bombs and duplicate keys; linear in the document's distinct nodes."""
-    expanded: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
-    duplicates: list[tuple[int, str]] = []
-    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(distinct nodes, nodes once every alias is expanded), in one pass over the distinct nodes."""
+    expanded: dict[int, int] = {}  # id(node) -> nodes it stands for
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        current, done = stack.pop()
-        if id(current) in expanded:
+        node, done = stack.pop()
+        if id(node) in expanded:
             continue
-        children = _children(current)
-        if not done:
-            stack.append((current, True))
+        value = node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ()
+        children = [n for pair in value for n in pair] if isinstance(node, yaml.MappingNode) else list(value)
+        if done:
+            expanded[id(node)] = 1 + sum(expanded[id(c)] for c in children)
+        else:
+            stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in expanded)
+    return len(expanded), expanded[id(root)]
+
+
+def _duplicate_keys(root: yaml.Node, source: str) -> list[str]:
+    """A message per key given twice in one mapping (merge keys `<<` aside), in line order."""
+    found: list[tuple[int, str]] = []
+    visited: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in visited or isinstance(node, yaml.ScalarNode):
             continue
-        expanded[id(current)] = 1 + sum(expanded[id(c)] for c in children)
-        if isinstance(current, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, _ in current.value:
-                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                    continue
-                line = key.start_mark.line + 1
-                if key.value in first:
-                    duplicates.append((line, f"{source}, line {line}: key {key.value!r} is given twice (first at line {first[key.value]}); the second would silently replace the first"))
-                else:
-                    first[key.value] = line
-    limit = 10 * len(expanded) + ALIAS_EXPANSION_BUDGET
-    if expanded[id(node)] > limit:
-        raise ConfigError(
-            f"{source}: YAML aliases expand {len(expanded):,} nodes to {expanded[id(node)]:,}, over the limit of {limit:,}; "
-            "write the entries out instead of nesting aliases"
-        )
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+            continue
+        first: dict[object, yaml.Node] = {}
+        for key, value in node.value:
+            stack.append(value)
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key.value in first:
+                line, before = key.start_mark.line + 1, first[key.value].start_mark.line + 1
+                found.append((line, f"{source}, line {line}: key {key.value!r} is given twice (first at line {before}); the second would silently replace the first"))
+            else:
+                first[key.value] = key
+    return [message for _, message in sorted(found)]
+
+
+def _check_nodes(root: yaml.Node, text: str, source: str) -> None:
+    """Refuse alias bombs and duplicate keys; linear in the document's distinct nodes."""
+    if "&" in text:  # NOTE: no anchor, no alias: the expansion is the document itself
+        distinct, total = _expanded_size(root)
+        limit = 10 * distinct + ALIAS_EXPANSION_BUDGET
+        if total > limit:
+            raise ConfigError(
+                f"{source}: YAML aliases expand {distinct:,} nodes to {total:,}, over the limit of {limit:,}; "
+                "write the entries out instead of nesting aliases"
+            )
+    duplicates = _duplicate_keys(root, source)
     if duplicates:
-        raise ConfigError("invalid universe file:\n  " + "\n  ".join(m for _, m in sorted(duplicates)))
+        raise ConfigError("invalid universe file:\n  " + "\n  ".join(duplicates))
 
 
 def _line_index(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
@@ -221,7 +237,7 @@ def _load(text: str, source: str) -> tuple[object, yaml.Node | None]:
         node = loader.get_single_node()
         if node is None:
             return None, None
-        _check_nodes(node, source)
+        _check_nodes(node, text, source)
         return loader.construct_document(node), node
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
