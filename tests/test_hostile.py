@@ -219,7 +219,9 @@ def test_endless_feeds_are_cut_off_and_the_rest_is_read(server: str, tmp_path: P
 
 
 def test_read_bounded_limits_files_and_answers(server: str, tmp_path: Path) -> None:
-    from aimoves.fetch_limits import FetchRefused, read_bounded
+    from aimoves.fetch_limits import FetchRefused, excerpt, read_bounded
+
+    assert excerpt(b"a\x00b[bold]" * 10, 8) == "a\\x00b[bold…"  # short, control characters escaped
 
     big = tmp_path / "big.xml"
     big.write_bytes(b" " * 5000)
