@@ -32,11 +32,12 @@ EARLIER = "Date,Open,High,Low,Close,Adj Close,Volume\n" + "\n".join(
 ) + "\n"
 
 
-def _record(case: str, outcome: str) -> None:
+def _record(case: str, outcome: str, klass: str | None = None) -> None:
     out = os.environ.get("AIMOVES_RELIABILITY_OUT")
     if out:
         with open(out, "a") as f:
-            f.write(json.dumps({"kind": "bad input", "point": case, "outcome": outcome, "verdict": "ok"}) + "\n")
+            row = {"kind": "bad input", "point": case, "outcome": outcome, "verdict": "ok", "class": klass or EXPECTED.get(case, {}).get("class")}
+            f.write(json.dumps(row) + "\n")
 
 
 def _run(data_dir: Path, csv_dir: Path, end: date) -> pipeline.RunSummary:
@@ -163,6 +164,17 @@ def test_news_case(case: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     now = datetime(2026, 1, 5, tzinfo=UTC)
     result = update_news("rss", universe, ["US", "HK"], date(2025, 1, 20), date(2025, 2, 7), data_dir, "run1", now)
+    if "failure" in expected:
+        reasons = [f["reason"] for f in result["failures"]]
+        assert any(expected["failure"] in r for r in reasons), reasons
+        manifest = next((data_dir / "raw" / "news").rglob("manifest.json"))
+        assert json.loads(manifest.read_text())["payloads"] == []  # a rejected file is not copied into raw/
+        secret = expected.get("secret", "\0never")
+        raw = b"".join(p.read_bytes() for p in (data_dir / "raw").rglob("*") if p.is_file())
+        assert secret.encode() not in raw and not any(secret in r for r in reasons)
+        assert not (data_dir / "news").exists()
+        _record(case, f"refused, nothing stored in raw/: {'; '.join(reasons)}", expected.get("class"))
+        return
     assert result is not None and not result.get("batch_error"), result
     stored = load_news(data_dir)
     assert len(stored) == expected["rows"], stored[["title", "url"]] if len(stored) else result
