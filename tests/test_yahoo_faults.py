@@ -30,6 +30,7 @@ import pytest
 import yfinance.cache as yf_cache
 
 from aimoves.raw import MANIFEST, write_raw
+from aimoves.retry import RetryPolicy
 from aimoves.sources.base import PriceBatch, PriceRequest
 from aimoves.sources.yahoo import YahooSource
 from fakeyahoo import FakeSymbol, FakeYahoo, daily_bars
@@ -71,10 +72,12 @@ class Sleeps(list):
         self.append(seconds)
 
 
-def source(fake: FakeYahoo, sleeps: Sleeps, **kw: object) -> YahooSource:
-    kw.setdefault("backoff_seconds", 1.0)
-    kw.setdefault("timeout_seconds", 5)
-    return YahooSource(session=fake.session(), sleep=sleeps, **kw)  # type: ignore[arg-type]
+def source(
+    fake: FakeYahoo, sleeps: Sleeps, *, max_attempts: int = 4, backoff_seconds: float = 1.0, max_retry_after_seconds: float = 60.0,
+    timeout_seconds: float = 5,
+) -> YahooSource:
+    retry = RetryPolicy(max_attempts, backoff_seconds, max_retry_after_seconds, sleep=sleeps)
+    return YahooSource(session=fake.session(), retry=retry, timeout_seconds=timeout_seconds)
 
 
 def us(*symbols: str) -> PriceRequest:
