@@ -70,7 +70,7 @@ def retry_call(
     return result
 
 
-def is_transient_http(error: BaseException) -> bool:
+def is_transient_request(error: BaseException) -> bool:
     """A requests error worth retrying: no connection, a timeout, a cut body, HTTP 429 or 5xx."""
     import requests
 

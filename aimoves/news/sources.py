@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from aimoves.errors import AimovesError
 from aimoves.news.base import NewsBatch, NewsFailure, NewsPayload, NewsRequest, NewsSource, empty_items, items_frame
 from aimoves.news.parse import parse_feed, parse_yahoo_news
 from aimoves.news.raw import fetched_at_of, news_manifests
+from aimoves.retry import RetryPolicy, is_transient_request, retry_call
 from aimoves.universe import Universe
 
 log = logging.getLogger(__name__)
@@ -33,28 +33,21 @@ NEWS_SOURCES = ("yahoo", "rss", "simulated", "replay", "none")
 USER_AGENT = "aimoves/0.1 news reader (feedparser)"
 
 
-def _read_feed(feed: str, timeout: float, attempts: int = 2) -> tuple[bytes, str | None]:
+FEED_RETRY = RetryPolicy(max_attempts=2, backoff_seconds=1.0)
+
+
+def _read_feed(feed: str, timeout: float, retry: RetryPolicy = FEED_RETRY) -> tuple[bytes, str | None]:
     """A feed's bytes and content type (None for files)."""
     parts = urlsplit(feed)
     if parts.scheme in ("http", "https"):
         import requests  # NOTE: installed with yfinance
 
-        last: Exception | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                response = requests.get(feed, timeout=timeout, headers={"User-Agent": USER_AGENT})
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise requests.HTTPError(f"HTTP {response.status_code}")
-                response.raise_for_status()
-                return response.content, response.headers.get("Content-Type")
-            except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
-                last = exc
-                transient = not isinstance(exc, requests.HTTPError) or "HTTP 5" in str(exc) or "HTTP 429" in str(exc)
-                if attempt < attempts and transient:
-                    time.sleep(1.0 * attempt)
-                    continue
-                raise
-        raise last  # type: ignore[misc]
+        def get(attempt: int) -> tuple[bytes, str | None]:
+            response = requests.get(feed, timeout=timeout, headers={"User-Agent": USER_AGENT})
+            response.raise_for_status()
+            return response.content, response.headers.get("Content-Type")
+
+        return retry_call(get, retry, lambda exc, attempt: is_transient_request(exc), feed)
     path = Path(unquote(parts.path)) if parts.scheme == "file" else Path(feed).expanduser()
     return path.read_bytes(), None
 

@@ -162,14 +162,12 @@ _DNS = _transport("DNSError")
 def _chain(exc: BaseException) -> list[BaseException]:
     """The error, its causes and the `reason` urllib3 wraps (a few levels)."""
     out: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
+    todo: list[object] = [exc]
     while todo and len(out) < 12:
         e = todo.pop(0)
-        if e is None or e in out:
-            continue
-        out.append(e)
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        todo += [a for a in e.args if isinstance(a, BaseException)]
+        if isinstance(e, BaseException) and all(e is not seen for seen in out):
+            out.append(e)
+            todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
     return out
 
 
