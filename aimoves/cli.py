@@ -64,7 +64,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
     ran = [m for m in summary.markets if not m.closed]
     shared = ran[0].error if ran and all(m.error == ran[0].error for m in ran) else None  # e.g. "Yahoo Finance unreachable: ..."
     if shared:
-        out.print(f"[bold red]{shared}{'; nothing was written' if summary.wrote_nothing else ''}[/]", highlight=False)
+        out.print(f"[bold red]{shared}{'; nothing was written' if summary.wrote_nothing else ''}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"aimoves {summary.flow} — run {summary.run_id}", title_justify="left")
     for col in ("market", "window", "passed", "flagged", "quarantined", "dups collapsed", "failed symbols", "partitions"):
         table.add_column(col, justify="right" if col not in ("market", "window") else "left")

@@ -24,7 +24,7 @@ from yfinance.exceptions import YFPricesMissingError, YFRateLimitError, YFTzMiss
 from aimoves.normalize import normalize_prices
 from aimoves.sources.base import YAHOO_COLUMNS, PriceRequest
 from aimoves.retry import RetryPolicy
-from aimoves.sources.yahoo import YahooSource, YahooUnreachable, classify, long_form
+from aimoves.sources.yahoo import YahooSource, classify, long_form
 from fakeyahoo import FakeYahoo, FakeSymbol, daily_bars
 
 # NYSE sessions 2025-01-21..31 (2025-01-20 is Martin Luther King Jr. Day).
@@ -244,7 +244,7 @@ def test_dns_and_tls_failures_say_so() -> None:
 @pytest.mark.live
 def test_live_nvda_one_week() -> None:
     """Real Yahoo: NVDA in the DeepSeek week (run with `pytest -m live`)."""
-    batch = YahooSource(backoff_seconds=5).fetch_prices(PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 31)))
+    batch = YahooSource(retry=RetryPolicy(backoff_seconds=5)).fetch_prices(PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 31)))
     assert batch.failures == [], batch.failures
     assert [pd.Timestamp(d).date() for d in batch.bars["Date"]] == [date(2025, 1, d) for d in (27, 28, 29, 30, 31)]
     assert (batch.bars[["Open", "High", "Low", "Close", "Adj Close"]] > 0).all().all()

@@ -396,3 +396,26 @@ def test_a_connection_error_after_yahoo_answered_is_that_symbol_s(fake: FakeYaho
     assert reason.startswith("network error on all 2 attempts: the connection failed") and "Connection refused" in reason, reason
     assert len(sleeps) == 1 and batch.notes == ["1 symbols retried once after a network error"]
     _record("connection refused for one symbol after Yahoo answered another", f"AAA's 9 bars kept, BBB failed: {short(reason)}")
+
+
+@pytest.mark.flow
+def test_aimoves_daily_offline_says_yahoo_is_unreachable_once(tmp_path: Path, small_universe_file: Path) -> None:
+    """The real command with Yahoo out of reach: every request goes to a proxy on a closed local
+    port (curl_cffi honours HTTPS_PROXY), so the connection is refused and nothing leaves the machine."""
+    import subprocess
+    import sys
+
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {**os.environ, "HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "aimoves", "daily", "--universe", str(small_universe_file), "--data-dir", str(tmp_path / "data")],
+                            capture_output=True, text=True, env=env, timeout=400)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Yahoo Finance unreachable: the connection failed") and lines[0].endswith("; nothing was written"), lines[:3]
+    assert len(lines) < 20 and result.stdout.count("Yahoo Finance unreachable") == 1
+    everything = result.stdout + result.stderr
+    assert "delisted" not in everything and "no timezone found" not in everything and " failed symbol " not in everything
+    assert everything.count("no global concurrency limit 'yahoo-api'") == 1 and "prefect gcl create yahoo-api" in everything
+    assert not list((tmp_path / "data").glob("prices/**/*.parquet"))
+    _record("aimoves daily with Yahoo out of reach (connection refused)", f"exit 1 in {len(lines)} summary lines, the first: {short(lines[0])}")

@@ -211,8 +211,9 @@ def _excerpt(text: str, width: int = 60) -> str:
 
 
 def _clean(message: str) -> str:
-    """One line; URL queries cut (yfinance's messages carry the crumb)."""
-    return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\")]*", r"\1", " ".join(message.split()))
+    """One line; URL queries cut (yfinance's messages carry the crumb), curl's boilerplate too."""
+    message = re.sub(r"Failed to perform, |\s*See https://curl\.se/\S+ first for more details\.?", "", " ".join(message.split()))
+    return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\")]*", r"\1", message)
 
 
 def classify(exc: BaseException, status: int | None = None, retry_after: str | None = None, timeout: float | None = None) -> YahooError:
@@ -248,19 +249,28 @@ def classify(exc: BaseException, status: int | None = None, retry_after: str | N
     return YahooError("other", said)
 
 
-def _reason(error: YahooError, span: str, attempts: int) -> str:
+def _reason(error: YahooError, attempts: int, missing: str) -> str:
+    """A failure record's reason; `missing`: what the symbol is left without ("bars for SPAN", "news")."""
     tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
     return {
         "rate_limit": f"Yahoo rate limit on all {tries}: {error.message}",
         "transient": f"transient error on all {tries} (timeout, connection or HTTP 5xx): {error.message}",
         "network": f"network error on all {tries}: {error.message}",
-        "malformed": f"malformed response from Yahoo on all {tries}, no bars for {span}: {error.message}",
-        "wrong_symbol": f"wrong symbol on all {tries}, no bars kept for {span}: {error.message}",
-    }.get(error.kind, f"no bars for {span}: {error.message}")
+        "malformed": f"malformed response from Yahoo on all {tries}, no {missing}: {error.message}",
+        "wrong_symbol": f"wrong symbol on all {tries}, no {missing} kept: {error.message}",
+    }.get(error.kind, f"no {missing}: {error.message}")
 
 
-def _call(fn: Callable[[], Any], timeout: float | None = None) -> Any:
-    """fn() (one yfinance call); an error comes back as a YahooError with what the session saw."""
+class YahooFailed(Exception):
+    """One yfinance call that failed, classified."""
+
+    def __init__(self, error: YahooError, attempt: int) -> None:
+        super().__init__(error.message)
+        self.error, self.attempt, self.retry_after = error, attempt, error.retry_after
+
+
+def _call(fn: Callable[[], Any], attempt: int, timeout: float | None = None) -> Any:
+    """fn() (one yfinance call); an error is raised as YahooFailed, with what the session saw."""
     _seen.status = _seen.retry_after = None
     try:
         # NOTE: under pandas 3 yfinance 1.7 emits Pandas4Warning/FutureWarning noise about `inplace=`.
@@ -269,7 +279,7 @@ def _call(fn: Callable[[], Any], timeout: float | None = None) -> Any:
             warnings.simplefilter("ignore", FutureWarning)
             return fn()
     except Exception as exc:  # noqa: BLE001 - yfinance raises many kinds; classified here
-        return classify(exc, getattr(_seen, "status", None), getattr(_seen, "retry_after", None), timeout)
+        raise YahooFailed(classify(exc, getattr(_seen, "status", None), getattr(_seen, "retry_after", None), timeout), attempt) from exc
 
 
 # NOTE: yfinance memoizes chart answers for past ranges per (url, params, timeout), failed ones
@@ -342,7 +352,7 @@ class YahooSource:
             for sym in batch:
                 if sym not in found.frames:
                     error = found.errors.get(sym, YahooError("other", "no bars and no error"))
-                    failures.append(FetchFailure(sym, _reason(error, span, found.attempts.get(sym, 1))))
+                    failures.append(FetchFailure(sym, _reason(error, found.attempts.get(sym, 1), f"bars for {span}")))
         nonempty = [f for f in frames if len(f)]
         bars = pd.concat(nonempty, ignore_index=True) if nonempty else empty_bars()
         notes = [f"{len(retried[k])} {text}" for k, text in NOTES.items() if retried.get(k)]
@@ -363,8 +373,10 @@ class YahooSource:
             again: list[str] = []
             for k, sym in enumerate(todo):
                 found.attempts[sym] = n
-                result = _call(lambda: self._history(sym, request, session), self.timeout_seconds)
-                if isinstance(result, YahooError):
+                try:
+                    frame = _call(lambda: self._history(sym, request, session), n, self.timeout_seconds)
+                except YahooFailed as failed:
+                    result = failed.error
                     if result.kind == "network" and not reached[0]:
                         self._out_of_reach(result, n)  # raises when it is Yahoo, not this symbol
                         rest = todo[k:]  # the others would only repeat it: try them all again
@@ -380,7 +392,7 @@ class YahooSource:
                 else:
                     reached[0] = True
                     found.errors.pop(sym, None)
-                    found.frames[sym] = long_form(result, sym)
+                    found.frames[sym] = long_form(frame, sym)
             todo = again
             if again:
                 raise _Again(again, max((found.errors[s].retry_after or 0.0 for s in again), default=0.0) or None)
@@ -444,30 +456,14 @@ class YahooNewsSource:
         retried: set[str] = set()
         reached = False
         for symbol in dict.fromkeys(request.symbols):
-            attempts = [0]
-
-            def attempt(n: int, symbol: str = symbol, attempts: list[int] = attempts) -> list:
-                attempts[0] = n
-                if self.throttle is not None:
-                    self.throttle()
-                result = _call(lambda: yf.Ticker(symbol, session=session).get_news(count=self.count, tab="news"))
-                if isinstance(result, YahooError):
-                    raise _NewsError(result)
-                return list(result or [])
-
-            def retryable(exc: BaseException, n: int, symbol: str = symbol) -> bool:
-                ok = isinstance(exc, _NewsError) and exc.error.retryable(n)
-                if ok:
-                    retried.add(symbol)
-                return ok
-
             try:
-                items = retry_call(attempt, self.retry, retryable, f"news {symbol}")
-            except _NewsError as exc:
-                if exc.error.kind == "network" and not reached:
-                    raise YahooUnreachable(f"Yahoo Finance unreachable: {exc.error.message}") from None
+                items = retry_call(lambda n, symbol=symbol: self._news(symbol, session, n, retried), self.retry,
+                                   lambda exc, n: isinstance(exc, YahooFailed) and exc.error.retryable(n), f"news {symbol}")
+            except YahooFailed as failed:
+                if failed.error.kind == "network" and not reached:
+                    raise YahooUnreachable(f"Yahoo Finance unreachable: {failed.error.message}") from None
                 reached = True
-                failures.append(NewsFailure(symbol, _news_reason(exc.error, attempts[0])))
+                failures.append(NewsFailure(symbol, _reason(failed.error, failed.attempt, "news")))
                 continue
             reached = True
             data = json.dumps(items, ensure_ascii=False, default=str).encode("utf-8")
@@ -478,15 +474,9 @@ class YahooNewsSource:
             log.warning("news: %d of %d symbols failed", len(failures), len(request.symbols))
         return NewsBatch(self.name, request, items_frame(records), fetched_at, payloads, failures, notes)
 
-
-class _NewsError(Exception):
-    def __init__(self, error: YahooError) -> None:
-        super().__init__(error.message)
-        self.error, self.retry_after = error, error.retry_after
-
-
-def _news_reason(error: YahooError, attempts: int) -> str:
-    if error.kind in ("rate_limit", "transient", "network"):
-        return _reason(error, "", attempts)
-    tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
-    return f"no news after {tries}: {error.message}"
+    def _news(self, symbol: str, session: object, attempt: int, retried: set[str]) -> list:
+        if attempt > 1:
+            retried.add(symbol)
+        if self.throttle is not None:
+            self.throttle()
+        return list(_call(lambda: yf.Ticker(symbol, session=session).get_news(count=self.count, tab="news"), attempt) or [])
