@@ -249,16 +249,17 @@ def classify(exc: BaseException, status: int | None = None, retry_after: str | N
     return YahooError("other", said)
 
 
-def _reason(error: YahooError, attempts: int, missing: str) -> str:
-    """A failure record's reason; `missing`: what the symbol is left without ("bars for SPAN", "news")."""
+def _reason(error: YahooError, attempts: int, what: str, span: str = "") -> str:
+    """A failure record's reason; `what` the symbol is left without ("bars", "news"), over `span`."""
     tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+    for_span = f" for {span}" if span else ""
     return {
         "rate_limit": f"Yahoo rate limit on all {tries}: {error.message}",
         "transient": f"transient error on all {tries} (timeout, connection or HTTP 5xx): {error.message}",
         "network": f"network error on all {tries}: {error.message}",
-        "malformed": f"malformed response from Yahoo on all {tries}, no {missing}: {error.message}",
-        "wrong_symbol": f"wrong symbol on all {tries}, no {missing} kept: {error.message}",
-    }.get(error.kind, f"no {missing}: {error.message}")
+        "malformed": f"malformed response from Yahoo on all {tries}, no {what}{for_span}: {error.message}",
+        "wrong_symbol": f"wrong symbol on all {tries}, no {what} kept{for_span}: {error.message}",
+    }.get(error.kind, f"no {what}{for_span}: {error.message}")
 
 
 class YahooFailed(Exception):
@@ -284,6 +285,8 @@ def _call(fn: Callable[[], Any], attempt: int, timeout: float | None = None) -> 
 
 # NOTE: yfinance memoizes chart answers for past ranges per (url, params, timeout), failed ones
 # included (64 entries): a timeout a few microseconds apart per call makes every attempt ask Yahoo.
+# Its time zone lookup (fixed 10 s timeout) stays memoized: a 5xx there is answered from memory
+# on the retry, and the symbol then fails as unknown ("no timezone found").
 _DISTINCT = itertools.count(1)
 
 
@@ -352,7 +355,7 @@ class YahooSource:
             for sym in batch:
                 if sym not in found.frames:
                     error = found.errors.get(sym, YahooError("other", "no bars and no error"))
-                    failures.append(FetchFailure(sym, _reason(error, found.attempts.get(sym, 1), f"bars for {span}")))
+                    failures.append(FetchFailure(sym, _reason(error, found.attempts.get(sym, 1), "bars", span)))
         nonempty = [f for f in frames if len(f)]
         bars = pd.concat(nonempty, ignore_index=True) if nonempty else empty_bars()
         notes = [f"{len(retried[k])} {text}" for k, text in NOTES.items() if retried.get(k)]
