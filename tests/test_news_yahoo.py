@@ -70,3 +70,13 @@ def test_rate_limit_is_retried_then_reported(fake: FakeYahooNews) -> None:
     assert "rate limit" in batch.failures[0].reason and "2 attempts" in batch.failures[0].reason
     assert len(batch.items) == 2  # NVDA's items still arrive
     assert batch.notes and "retried" in batch.notes[0]
+
+
+def test_a_yahoo_down_page_is_transient_and_retried(fake: FakeYahooNews) -> None:
+    fake.misbehave("AMD", status=503, times=2)  # the first attempt (a request and yfinance's repeat): "Will be right back"
+    batch = YahooNewsSource(session=fake.session(), retry=RetryPolicy(max_attempts=3, backoff_seconds=0.001)).fetch_news(NewsRequest(("AMD",)))
+    assert batch.failures == [] and len(batch.items) == 1 and fake.news_calls["AMD"] == 3
+    fake.misbehave("AMD", status=503, times=None)
+    batch = YahooNewsSource(session=fake.session(), retry=RetryPolicy(max_attempts=2, backoff_seconds=0.001)).fetch_news(NewsRequest(("AMD",)))
+    reason = batch.failures[0].reason
+    assert "transient error on all 2 attempts" in reason and "HTTP 503" in reason, reason
