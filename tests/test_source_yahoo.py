@@ -250,3 +250,15 @@ def test_live_nvda_one_week() -> None:
     assert (batch.bars[["Open", "High", "Low", "Close", "Adj Close"]] > 0).all().all()
     closes = batch.bars.set_index("Date")["Close"]
     assert 100 < closes.iloc[0] < 140  # NVDA closed about 118.4 on 2025-01-27, down 17%
+
+
+def test_the_default_session_notes_status_and_retry_after(fake: FakeYahoo) -> None:
+    """Production's session (curl_cffi, as yfinance makes it) keeps what yfinance drops: a 429's Retry-After."""
+    from aimoves.sources import yahoo
+
+    session = yahoo.new_session()
+    fake.misbehave("BBB", status=429, times=1, retry_after=7)
+    response = session.get(f"http://127.0.0.1:{fake.port}/v8/finance/chart/BBB", params={"range": "1d"})
+    assert response.status_code == 429 and (yahoo._seen.status, yahoo._seen.retry_after) == (429, "7")
+    session.get(f"http://127.0.0.1:{fake.port}/v8/finance/chart/BBB", params={"range": "1d"})
+    assert (yahoo._seen.status, yahoo._seen.retry_after) == (200, None)
