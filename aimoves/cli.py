@@ -63,6 +63,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN001 - RunSummary, imported lazily
+    ran = [m for m in summary.markets if not m.closed]
+    shared = ran[0].error if ran and all(m.error == ran[0].error for m in ran) else None  # e.g. "Yahoo Finance unreachable: ..."
+    if shared:
+        out.print(f"[bold red]{escape(shared)}{'; nothing was written' if summary.wrote_nothing else ''}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"aimoves {summary.flow} — run {summary.run_id}", title_justify="left")
     for col in ("market", "window", "passed", "flagged", "quarantined", "dups collapsed", "failed symbols", "partitions"):
         table.add_column(col, justify="right" if col not in ("market", "window") else "left")
@@ -71,7 +75,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             table.add_row(m.market, m.window, "-", "-", "-", "-", "-", f"closed: {m.closed}")
             continue
         parts = f"{len(m.partitions_written)} written, {len(m.partitions_unchanged)} unchanged"
-        table.add_row(m.market, m.window, f"{m.passed:,}", f"{m.flagged:,}", f"{m.quarantined:,}", f"{m.duplicates_collapsed:,}", str(len(m.failures)), parts if not m.error else f"[red]{escape(m.error)}[/]")
+        table.add_row(m.market, m.window, f"{m.passed:,}", f"{m.flagged:,}", f"{m.quarantined:,}", f"{m.duplicates_collapsed:,}", str(len(m.failures)), parts if not m.error else "[red]failed (see above)[/]" if shared else f"[red]{escape(m.error)}[/]")
     out.print(table)
     for m in summary.markets:
         if m.failed_expectations:

@@ -108,7 +108,7 @@ def _read_file(path: Path, max_bytes: int, deadline: float, deadline_s: float) -
             if total > max_bytes:  # /proc files report size 0 and can grow
                 raise FetchRefused(f"{path}: more than the limit of {max_bytes:,} bytes")
             if time.monotonic() > deadline:
-                raise FetchRefused(f"{path}: not read within {deadline_s:g} s")
+                raise FetchRefused(f"{path}: not read within {deadline_s:.3g} s")
             chunks.append(chunk)
     return b"".join(chunks)
 
@@ -127,7 +127,7 @@ def _read_http(url: str, max_bytes: int, deadline: float, deadline_s: float, hea
                 response.close()
             except Exception:  # noqa: BLE001, S110 - best effort: the worker stops at its next read anyway
                 pass
-        raise FetchRefused(f"{url}: no complete answer within {deadline_s:g} s ({box.get('read', 0):,} bytes read)")
+        raise FetchRefused(f"{url}: no complete answer within {deadline_s:.3g} s ({box.get('read', 0):,} bytes read)")
     if "error" in box:
         raise box["error"]
     return box["body"], box.get("content_type")
@@ -141,7 +141,7 @@ def _http_worker(url: str, max_bytes: int, deadline: float, deadline_s: float, h
         with requests.get(url, stream=True, timeout=(min(10.0, left), min(20.0, left)), headers=headers) as response:
             box["response"] = response
             if response.status_code >= 500 or response.status_code == 429:
-                raise requests.HTTPError(f"HTTP {response.status_code}")
+                raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
             response.raise_for_status()
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -158,7 +158,7 @@ def _http_worker(url: str, max_bytes: int, deadline: float, deadline_s: float, h
                 if total > max_bytes:
                     raise FetchRefused(f"{url}: more than the limit of {max_bytes:,} bytes")
                 if time.monotonic() > deadline:
-                    raise FetchRefused(f"{url}: no complete answer within {deadline_s:g} s ({total:,} bytes read)")
+                    raise FetchRefused(f"{url}: no complete answer within {deadline_s:.3g} s ({total:,} bytes read)")
                 chunks.append(chunk)
             box["body"] = b"".join(chunks)
             box["content_type"] = response.headers.get("Content-Type")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -62,20 +61,6 @@ def run_market(
     report.restated = restated
     report.blocked_dates = pipeline.blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
     return report
-
-
-YAHOO_RATE_LIMIT = "yahoo-api"
-
-
-def yahoo_rate_limit() -> None:
-    """Take a slot of the global rate limit `yahoo-api` when the server has one (else no-op).
-
-    Create it once per server: `prefect gcl create yahoo-api --limit 2 --slot-decay-per-second 0.5`
-    (at most ~2 requests in flight, refilled one every 2 s), and every flow shares that rate.
-    """
-    from prefect.concurrency.sync import rate_limit
-
-    rate_limit(YAHOO_RATE_LIMIT, occupy=1, timeout_seconds=600, strict=False)
 
 
 def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -> None:
@@ -148,8 +133,6 @@ def run_prices(
     data_dir.mkdir(parents=True, exist_ok=True)
     clean_staging(data_dir)
     price_source = pipeline.make_source(source, universe, data_dir)
-    if price_source.name == "yahoo":
-        price_source = dataclasses.replace(price_source, throttle=yahoo_rate_limit)  # type: ignore[type-var]
     for plan in plans:
         try:
             report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps)
@@ -202,7 +185,10 @@ def run_prices(
         publish_run(summary, data_dir)
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
     if failed:
-        reasons = "; ".join(f"{m.market}: {m.error or 'no valid rows fetched'}" for m in failed)
+        by_reason: dict[str, list[str]] = {}  # one reason said once, e.g. "US, HK, CN: Yahoo Finance unreachable: ..."
+        for m in failed:
+            by_reason.setdefault(m.error or "no valid rows fetched", []).append(m.market)
+        reasons = "; ".join(f"{', '.join(markets)}: {reason}" for reason, markets in by_reason.items())
         raise RunFailed(f"{kind} could not complete: {reasons}", summary)
     return summary
 

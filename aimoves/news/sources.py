@@ -27,6 +27,7 @@ from aimoves.fetch_limits import FetchLimits, FetchRefused, excerpt, read_bounde
 from aimoves.news.base import NewsBatch, NewsFailure, NewsPayload, NewsRequest, NewsSource, empty_items, items_frame
 from aimoves.news.parse import parse_feed, parse_yahoo_news
 from aimoves.news.raw import fetched_at_of, news_manifests
+from aimoves.retry import RetryPolicy, is_transient_request, retry_call
 from aimoves.universe import Universe
 
 log = logging.getLogger(__name__)
@@ -35,22 +36,20 @@ NEWS_SOURCES = ("yahoo", "rss", "simulated", "replay", "none")
 USER_AGENT = "aimoves/0.1 news reader (feedparser)"
 
 
-def _read_feed(feed: str, limits: FetchLimits, attempts: int = 2) -> tuple[bytes, str | None]:
-    """A feed's bytes and content type (None for files), within `limits` for all attempts together."""
-    import requests  # NOTE: installed with yfinance
+FEED_RETRY = RetryPolicy(max_attempts=2, backoff_seconds=1.0)
 
+
+def _read_feed(feed: str, limits: FetchLimits, retry: RetryPolicy = FEED_RETRY) -> tuple[bytes, str | None]:
+    """A feed's bytes and content type (None for files), within `limits` for all attempts together."""
     deadline = time.monotonic() + limits.deadline_s
-    for attempt in range(1, attempts + 1):
-        left = deadline - time.monotonic()
-        try:
-            return read_bounded(feed, limits.max_bytes, left, {"User-Agent": USER_AGENT})
-        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
-            transient = not isinstance(exc, requests.HTTPError) or "HTTP 5" in str(exc) or "HTTP 429" in str(exc)
-            if attempt < attempts and transient and deadline - time.monotonic() > 1.0 * attempt + 1:
-                time.sleep(1.0 * attempt)
-                continue
-            raise
-    raise AssertionError("unreachable")
+
+    def get(attempt: int) -> tuple[bytes, str | None]:
+        return read_bounded(feed, limits.max_bytes, max(0.0, deadline - time.monotonic()), {"User-Agent": USER_AGENT})
+
+    def retryable(exc: BaseException, attempt: int) -> bool:  # only while the deadline leaves room for the wait
+        return is_transient_request(exc) and deadline - time.monotonic() > retry.backoff_seconds * 1.5 * attempt + 1
+
+    return retry_call(get, retry, retryable, feed)
 
 
 @dataclass(frozen=True)
