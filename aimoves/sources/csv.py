@@ -115,17 +115,19 @@ def read_csv_bytes(path: Path, folder: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _column_name(name: str, path: str) -> str:
-    """The canonical name of a header cell; refuses a column that looks like an unknown adjusted close."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    if key in _NAMES:
-        return _NAMES[key]
-    if "close" in key and ("adj" in key):
-        raise InputFileError(
-            f"{path}, line 1: column {excerpt(name.strip())} looks like an adjusted close but is not one of "
-            "Adj Close, Adj. Close, adj_close, Adjusted Close; rename it (or remove it) so it is not ignored"
-        )
-    return name.strip()
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _column_name(name: str) -> str:
+    """The canonical name of a header cell (`Adj. Close` → `Adj Close`), else the name as written."""
+    return _NAMES.get(_key(name), name.strip())
+
+
+def _looks_adjusted(name: str) -> bool:
+    """An unrecognised column that looks like an adjusted close (`Adj Close*`, `Close (adj)`)."""
+    key = _key(name)
+    return key not in _NAMES and "close" in key and "adj" in key
 
 
 def _open_quote(line: str) -> int | None:
@@ -236,10 +238,16 @@ def _header(rows: list[tuple[int, list[str]]], path: str, symbol: str) -> tuple[
         header[0] = "Date"
     while header and not header[-1]:
         header.pop()  # NOTE: a trailing comma on the header line is not a column
-    columns = [_column_name(c, path) for c in header]
+    columns = [_column_name(c) for c in header]
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise InputFileError(f"{path}, line 1: missing column(s) {', '.join(missing)} (header: {excerpt(','.join(header), 120)})")
+    lookalike = [c for c in columns if _looks_adjusted(c)]
+    if lookalike:
+        raise InputFileError(
+            f"{path}, line 1: column {excerpt(lookalike[0])} looks like an adjusted close but is not one of "
+            "Adj Close, Adj. Close, adj_close, Adjusted Close: rename it (or remove it) so that it is not ignored"
+        )
     dupes = {c for c in columns if columns.count(c) > 1 and c in NUMERIC + ("Date",)}
     if dupes:
         raise InputFileError(f"{path}, line 1: column(s) {', '.join(sorted(dupes))} appear more than once")
