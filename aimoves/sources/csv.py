@@ -314,7 +314,8 @@ def read_price_csv(data: bytes, path: str, symbol: str) -> tuple[pd.DataFrame, p
     # A line that is not a row (broken CSV, wrong field count) keeps only its line number and reason.
     problems: dict[int, list[str]] = {i: [why] for i, (_, _, why) in enumerate(records) if why}
     readable = [i for i in range(len(records)) if i not in problems]
-    dates = parse_dates([frame["Date"].iat[i] or "" for i in readable], [lines[i] for i in readable], path)
+    date_text = frame["Date"].fillna("").tolist()
+    dates = parse_dates([date_text[i] for i in readable], [lines[i] for i in readable], path)
     date_values: list[str | None] = [None] * len(records)
     for i, value, why in zip(readable, dates.values, dates.reasons):
         date_values[i] = value
