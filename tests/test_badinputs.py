@@ -32,6 +32,12 @@ EARLIER = "Date,Open,High,Low,Close,Adj Close,Volume\n" + "\n".join(
 ) + "\n"
 
 
+def _data_lines(path: Path) -> int:
+    """Non-blank lines of a CSV case after its header (1 line, or 3 for yfinance's to_csv())."""
+    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return len(lines) - (3 if lines and lines[0].startswith("Price") else 1)
+
+
 def _record(case: str, outcome: str, klass: str | None = None) -> None:
     out = os.environ.get("AIMOVES_RELIABILITY_OUT")
     if out:
@@ -99,6 +105,11 @@ def test_prices_case(case: str, stored: Path, tmp_path: Path) -> None:
         assert counts.get(name) == n, counts
     if not expected.get("quarantined"):
         assert quarantine.empty, quarantine[["expectation", "reason"]]
+    # Every input row ends in exactly one place (issue 10.6): written, quarantined by this run (the
+    # summary's count is what was stored), or counted (identical duplicate, empty bar, live bar).
+    assert len(quarantine[quarantine["run_id"] == summary.run_id] if len(quarantine) else quarantine) == report.quarantined
+    counted = report.passed + report.quarantined + report.duplicates_collapsed + report.empty_bars_dropped + report.unsettled_dropped
+    assert counted == _data_lines(CORPUS / case), (counted, report)
     if "reason" in expected:
         assert any(expected["reason"] in r for r in quarantine["reason"]), list(quarantine["reason"])
     flags = window["dq_flags"].explode().value_counts().to_dict()
