@@ -166,8 +166,9 @@ class Team:
             yield
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        # --limit 1: a worker takes one run at a time, so runs submitted together spread over the workers.
-        proc = self.spawn(name, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "1",
+        # --limit 2: a worker takes at most two runs at once, so three runs submitted together spread over both
+        # workers (and a chunked backfill's parent, which waits for its chunks, leaves its worker a slot).
+        proc = self.spawn(name, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2",
                           "--prefetch-seconds", "0")
         self.workers[name] = proc
         return proc

@@ -164,7 +164,7 @@ def test_a_killed_lock_holder_blocks_others_at_most_its_ttl(s3: S3Server, env: d
     killed = time.monotonic()
     with store.lock("prices-US-2025", ttl_s=ttl, wait_s=30, poll_s=0.2):
         waited = time.monotonic() - killed
-    assert waited <= ttl + 1.5
+    assert ttl / 3 <= waited <= ttl + 3.0  # held until its lease ran out; then one poll and a request or two
     assert store.get("_locks/prices-US-2025.lock") is None  # released
 
 
