@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Backfill benchmark: the prices pipeline against a bare pandas+pyarrow floor.
 
-    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR]
+    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR] [--data-dir DIR]
+    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 1000]   (bench/chunked_backfill.py)
 
 What it measures
 ----------------
