@@ -289,8 +289,10 @@ def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run
     )
 
 
-def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow], run_id: str, now) -> DeriveReport:  # noqa: ANN001
-    """Read stored prices and FX, compute stock moves for the windows, validate, write."""
+def derive_stock_moves(
+    data_dir, universe: Universe, windows: list[DeriveWindow], run_id: str, now, symbols: list[str] | None = None  # noqa: ANN001
+) -> DeriveReport:
+    """Read stored prices and FX, compute stock moves for the windows (only `symbols` when given), validate, write."""
     from aimoves.schema import FX, PRICES, QUARANTINE_STOCK_MOVES, STOCK_MOVES
     from aimoves.store import read_frame
 
@@ -301,7 +303,7 @@ def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow]
     total = DeriveReport("stock_moves", f"{lo}..{hi}", failed_expectations={}, partitions_written=[])
     for window in windows:  # one market at a time: memory stays that of one market's history
         start = window.start - pd.Timedelta(days=LOOKBACK_DAYS)
-        prices = read_frame(PRICES, data_dir, start, window.end, columns=PRICE_INPUTS, market=[window.market])
+        prices = read_frame(PRICES, data_dir, start, window.end, columns=PRICE_INPUTS, market=[window.market], symbol=symbols)
         moves = compute_stock_moves(prices, fx, universe, [window])
         del prices
         moves = attach_news_ids(moves, data_dir, universe, window.start, window.end)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Backfill benchmark: the prices pipeline against a bare pandas+pyarrow floor.
 
-    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR]
+    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR] [--data-dir DIR]
+    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 1000]   (bench/chunked_backfill.py)
 
 What it measures
 ----------------
@@ -499,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inject-defects", action="store_true", help="let the simulated source inject its defects (exercises quarantine)")
     parser.add_argument("--with-news", action="store_true", help="let the flows fetch news too (off by default: the floor has no news stage, so the ratio would compare unequal work)")
     parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
+    parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); s3://… once the Catalog has object storage")
+    parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
+    parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--_spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -509,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(spec["result"]).write_text(json.dumps(result))
         return 0
 
+    if args.chunked:
+        from chunked_backfill import main as chunked_main
+
+        markets = [m.strip().upper() for m in args.markets.split(",") if m.strip()]
+        return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out)
+    if args.data_dir and args.data_dir.startswith("s3://"):
+        parser.error("--data-dir s3://… needs the Catalog's object-store support (issue 12, second part)")
     if args.repeats < 3:
         parser.error("--repeats must be at least 3 (each figure is a median of at least 3)")
     if not 3 <= args.symbols <= 26_000:
@@ -538,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # backfill: pipeline and floor, interleaved, one fresh process + data dir per repeat
         pipe, floor = [], []
-        runs = work / "runs"
+        runs = Path(args.data_dir).resolve() if args.data_dir else work / "runs"
         for r in range(args.repeats):
             for kind, results in (("pipeline", pipe), ("floor", floor)):
                 data = runs / f"{kind}-{r}"
