@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aimoves.errors import AimovesError
+from aimoves.location import ENV_VAR as DATA_DIR_ENV
 
 app = typer.Typer(
     help="Daily prices of US, Hong Kong and mainland China AI stocks: fetch → validate → partitioned Parquet, under Prefect.",
@@ -30,7 +31,7 @@ err = Console(stderr=True, emoji=False)  # progress and errors: stderr
 SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulated | replay")]
 CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]
 UniverseOpt = Annotated[Optional[Path], typer.Option("--universe", help="Universe YAML file (default: the one shipped with aimoves).")]
-DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where datasets, raw/ and quarantine/ live.")]
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_DIR_ENV, help="Where datasets, raw/ and quarantine/ live (default: $AIMOVES_DATA_DIR, else ./data).")]
 MarketsOpt = Annotated[str, typer.Option("--markets", help="Comma-separated markets: US,HK,CN.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit non-zero when rows were quarantined or symbols failed.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="With --source simulated: random seed.")]

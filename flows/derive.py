@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from aimoves import pipeline
 from aimoves.derive import DeriveWindow
 from aimoves.errors import AimovesError
+from aimoves.location import resolve_data_dir
 from aimoves.markets import MARKETS
 from aimoves.tasks import derive as td
 from aimoves.universe import load_universe
@@ -32,7 +33,7 @@ def derive(
     start: date | None = None,
     end: date | None = None,
     markets: list[str] = list(MARKETS),
-    data_dir: str = "data",
+    data_dir: str | None = None,
     universe: str | None = None,
 ) -> pipeline.RunSummary:
     """Stock moves of `markets` and sector moves of their regions and ALL, for start..end (default: yesterday UTC)."""
@@ -43,7 +44,7 @@ def derive(
     if end < start:
         raise AimovesError(f"--end {end} is before --start {start}")
     stocks = load_universe(universe)
-    root = Path(data_dir)
+    root = Path(resolve_data_dir(data_dir))
     summary = pipeline.RunSummary(pipeline.new_run_id(now), "derive", str(root), now.isoformat())
     windows = [DeriveWindow(m, start, end) for m in markets]
     summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)

@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from aimoves import pipeline
 from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
 from aimoves.errors import AimovesError
+from aimoves.location import resolve_data_dir
 from aimoves.markets import MARKETS
 from aimoves.raw import clean_staging
 from aimoves.sources.base import PriceSource
@@ -237,7 +238,7 @@ def backfill(
     end: date,
     markets: list[str] = list(MARKETS),
     source: str = "yahoo",
-    data_dir: str = "data",
+    data_dir: str | None = None,
     universe: str | None = None,
     csv_dir: str | None = None,
     seed: int | None = None,
@@ -247,14 +248,14 @@ def backfill(
 ) -> pipeline.RunSummary:
     """Prices for every session from `start` to `end` (after a warm-up read before `start`), then news and moves.
 
-    `news_source` defaults to the price source where it has news (csv has none)."""
+    `news_source` defaults to the price source where it has news (csv has none); `data_dir` to aimoves.location's."""
     if end < start:
         raise AimovesError(f"--end {end} is before --start {start}")
     stocks = load_universe(universe)
     plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
     settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
                                        pipeline.news_source_for(source, news_source))
-    return finish(run_prices("backfill", plans, settings, stocks, Path(data_dir)))
+    return finish(run_prices("backfill", plans, settings, stocks, Path(resolve_data_dir(data_dir))))
 
 
 @flow(name="daily", flow_run_name=_run_name)
@@ -262,7 +263,7 @@ def daily(
     day: date | None = None,
     markets: list[str] = list(MARKETS),
     source: str = "yahoo",
-    data_dir: str = "data",
+    data_dir: str | None = None,
     universe: str | None = None,
     csv_dir: str | None = None,
     seed: int | None = None,
@@ -276,4 +277,4 @@ def daily(
     plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
     settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
                                        pipeline.news_source_for(source, news_source))
-    return finish(run_prices("daily", plans, settings, stocks, Path(data_dir), now=now))
+    return finish(run_prices("daily", plans, settings, stocks, Path(resolve_data_dir(data_dir)), now=now))

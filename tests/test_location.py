@@ -1,0 +1,68 @@
+"""The data location is a run-time setting: parameter, else AIMOVES_DATA_DIR, else the Variable aimoves-data-dir, else ./data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aimoves.location import ENV_VAR, VARIABLE, default_data_dir, resolve_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_parameter_wins_then_the_environment_then_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aimoves.location._variable", lambda: None)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert (resolve_data_dir(None), default_data_dir()) == ("data", "data")
+    monkeypatch.setenv(ENV_VAR, "s3://team-bucket/aimoves")
+    assert (resolve_data_dir(None), default_data_dir()) == ("s3://team-bucket/aimoves", "s3://team-bucket/aimoves")
+    assert resolve_data_dir("/srv/aimoves") == "/srv/aimoves"
+    monkeypatch.setenv(ENV_VAR, "")  # set but empty: as if unset
+    assert resolve_data_dir(None) == "data"
+
+
+@pytest.mark.flow
+def test_the_prefect_variable_serves_when_the_worker_has_no_setting(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.variables import Variable
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    Variable.set(VARIABLE, "s3://from-the-server/aimoves", overwrite=True)
+    try:
+        assert resolve_data_dir(None) == "s3://from-the-server/aimoves"
+        monkeypatch.setenv(ENV_VAR, "/on/this/worker")
+        assert resolve_data_dir(None) == "/on/this/worker"  # the worker's own setting beats the team's
+    finally:
+        Variable.unset(VARIABLE)
+    monkeypatch.delenv(ENV_VAR)
+    assert resolve_data_dir(None) == "data"
+
+
+def test_deployments_carry_no_data_location() -> None:
+    """One prefect.yaml for a laptop and a team: the location comes from the worker or the server at run time."""
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert [d["name"] for d in spec["deployments"] if "data_dir" in (d.get("parameters") or {})] == []
+
+
+@pytest.mark.flow
+def test_a_flow_without_data_dir_writes_under_aimoves_data_dir(prefect_harness: None, tmp_path: Path, small_universe_file: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from aimoves.flows.derive import derive
+    from aimoves.flows.prices import daily
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "team-data"))
+    daily(day="2025-01-27", markets=["US"], source="simulated", universe=str(small_universe_file), news_source="none")
+    derive(start="2025-01-27", markets=["US"], universe=str(small_universe_file))
+    assert list((tmp_path / "team-data" / "prices" / "market=US").rglob("*.parquet"))
+    assert list((tmp_path / "team-data" / "stock_moves").rglob("*.parquet"))
+
+
+def test_the_cli_data_dir_defaults_to_aimoves_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from aimoves.cli import app
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "elsewhere"))
+    result = CliRunner().invoke(app, ["status"])
+    assert str(tmp_path / "elsewhere") in result.output, result.output
