@@ -11,7 +11,6 @@ News is not fetched here (a news backfill is small: run `backfill` with the same
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from datetime import UTC, date, datetime
@@ -26,7 +25,7 @@ from aimoves.errors import AimovesError
 from aimoves.location import resolve_data_dir
 from aimoves.markets import MARKETS
 from aimoves.universe import load_universe
-from aimoves.flows.prices import PREFECT_STEPS, run_market, yahoo_rate_limit
+from aimoves.flows.prices import PREFECT_STEPS, run_market
 
 
 class ChunksFailed(AimovesError):
@@ -59,9 +58,7 @@ def backfill_chunk(
     summary = pipeline.RunSummary(run_id, f"chunk-{stage}", str(root), now.isoformat())
     if stage == "prices":
         settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
-        price_source = pipeline.make_source(settings, stocks, root)
-        if price_source.name == "yahoo":
-            price_source = dataclasses.replace(price_source, throttle=yahoo_rate_limit)  # type: ignore[type-var]
+        price_source = pipeline.make_source(settings, stocks, root)  # Yahoo takes the shared yahoo-api rate limit itself
         report = run_market(c.chunk_plan(chunk, stocks), price_source, stocks, root, run_id, now, PREFECT_STEPS)
         summary.markets.append(report)
         if report.error or (not report.closed and report.passed == 0):

@@ -143,6 +143,11 @@ class Team:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
+    @property
+    def data(self) -> Path:
+        """The workers' data location (their AIMOVES_DATA_DIR)."""
+        return Path(self.env["AIMOVES_DATA_DIR"])
+
     def cli(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`python -m prefect …` (or another module) against this server."""
         env = {**self.env, "PWD": str(cwd or self.tmp)}
@@ -181,6 +186,15 @@ class Team:
         response = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=30)
         response.raise_for_status()
         return list(reversed(response.json()["events"]))
+
+    def workers_of(self, ids: list[Any], timeout: float = 30) -> dict[str, str | None]:
+        """flow-run id → its worker's name, waiting up to `timeout` for the events (they reach the database a moment after a run ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            taken = self.workers_of_runs()
+            if all(str(i) in taken for i in ids) or time.monotonic() > deadline:
+                return {str(i): taken.get(str(i)) for i in ids}
+            time.sleep(0.5)
 
     def workers_of_runs(self) -> dict[str, str]:
         """flow-run id → the name of the worker that submitted it (from `prefect.worker.submitted-flow-run` events)."""
@@ -231,7 +245,8 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
             "PREFECT_API_DATABASE_CONNECTION_URL": pg.url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "AIMOVES_DATA_DIR": str(tmp / "data"),  # the workers' data location (prefect.yaml sets none)
             "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
         }
@@ -244,13 +259,14 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
         t.timings["server"] = time.monotonic() - started - t.timings["postgres"]
         pool = t.cli("-m", "prefect", "work-pool", "create", POOL, "--type", "process", cwd=clone)
         assert pool.returncode == 0, pool.stdout + pool.stderr
+        for i in range(1, workers + 1):  # they start (imports, first poll) while the deployments are made
+            proc = t.start_worker(f"worker-{i}")
+            stack.callback(stop_group, proc)
         mark = time.monotonic()
         deploy = t.cli("-m", "prefect", "deploy", "--all", cwd=clone, timeout=300)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         t.timings["deploy"] = time.monotonic() - mark
-        for i in range(1, workers + 1):
-            proc = t.start_worker(f"worker-{i}")
-            stack.callback(stop_group, proc)
+        wait_for_workers(t, set(t.workers))
         t.timings["total"] = time.monotonic() - started
         yield t
 
@@ -269,7 +285,7 @@ def wait_for_workers(t: Team, names: set[str], timeout: float = 120) -> None:
             for name in names - seen:
                 if t.workers[name].poll() is not None:
                     raise RuntimeError(f"{name} exited with {t.workers[name].returncode}:\n{t.log(name)}")
-            time.sleep(0.5)
+            time.sleep(0.25)
     raise RuntimeError(f"workers {sorted(names - seen)} did not reach the pool in {timeout:.0f} s")
 
 
@@ -287,4 +303,4 @@ def wait_for_runs(t: Team, ids: list[Any], timeout: float = 300) -> list[Any]:
                 states = {r.name: r.state.name if r.state else None for r in runs}
                 raise TimeoutError(f"runs not final after {timeout:.0f} s: {states}\n"
                                    + "\n".join(f"--- {n}\n{t.log(n)}" for n in t.workers))
-            time.sleep(1)
+            time.sleep(0.5)
