@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from aimoves.location import VARIABLE
 from s3kit import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,8 +146,8 @@ class Team:
 
     @property
     def data(self) -> Path:
-        """The workers' data location (their AIMOVES_DATA_DIR)."""
-        return Path(self.env["AIMOVES_DATA_DIR"])
+        """The team's data location: the Prefect Variable aimoves-data-dir that `team()` sets."""
+        return self.tmp / "data"
 
     def cli(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`python -m prefect …` (or another module) against this server."""
@@ -226,7 +227,8 @@ def _wait_healthy(team: Team, timeout: float) -> None:
 
 @contextmanager
 def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[Team]:
-    """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `prefect deploy --all`, `workers` workers."""
+    """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `workers` workers, `prefect deploy --all`,
+    and the Variable aimoves-data-dir (the team's data location, `tmp/data`)."""
     reason = why_no_postgres()
     if reason:
         pytest.skip(reason)
@@ -246,11 +248,17 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "AIMOVES_DATA_DIR": str(tmp / "data"),  # the workers' data location (prefect.yaml sets none)
+            # Server services this shape does not exercise, off to spare the CPU: the scheduler would insert
+            # ~100 future runs per scheduled deployment (test_deployments checks the schedules), automations, and
+            # the sweepers of late, paused, cancelled and lost runs.
+            **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+                "SCHEDULER", "TRIGGERS", "LATE_RUNS", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "REPOSSESSOR", "FOREMAN",
+                "CLEANUP_RECONCILER")},
             "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
         }
         env.pop("PREFECT_PROFILES_PATH", None)
+        env.pop("AIMOVES_DATA_DIR", None)  # the team's data location is the server's Variable (below)
         t = Team(tmp, pg, port, env, clone)
         t.timings["postgres"] = time.monotonic() - started
         t.server = t.spawn("server", "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port))
@@ -265,6 +273,8 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
         mark = time.monotonic()
         deploy = t.cli("-m", "prefect", "deploy", "--all", cwd=clone, timeout=300)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        variable = t.cli("-m", "prefect", "variable", "set", VARIABLE, str(t.data), cwd=clone)  # prefect.yaml names no data dir
+        assert variable.returncode == 0, variable.stdout + variable.stderr
         t.timings["deploy"] = time.monotonic() - mark
         wait_for_workers(t, set(t.workers))
         t.timings["total"] = time.monotonic() - started

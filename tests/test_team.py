@@ -2,8 +2,8 @@
 
 One stack for the module and one batch of runs: the three daily deployments and a chunked backfill
 are triggered together, so the four worker slots (two workers, `--limit 2`) stay busy and the module
-pays the ~5 s subprocess start of each of its nine flow runs mostly in parallel. The workers take
-their data location from AIMOVES_DATA_DIR (prefect.yaml sets none): parameters name no data_dir.
+pays the ~5 s subprocess start of each of its nine flow runs mostly in parallel. The runs take their
+data location from the server's Variable aimoves-data-dir (prefect.yaml and the parameters name none).
 """
 
 from __future__ import annotations
@@ -51,6 +51,6 @@ def test_daily_runs_and_a_chunked_backfill_are_shared_by_both_workers(team_stack
                                               "stock_moves-US-2025-b1of2", "stock_moves-US-2025-b2of2"]
     assert all(r.state.is_completed() for r in chunks)
     for dataset in ("prices/market=US", "prices/market=HK", "prices/market=CN", "stock_moves", "sector_moves"):
-        assert list((t.data / dataset).rglob("*.parquet")), dataset  # where the workers' AIMOVES_DATA_DIR says
+        assert list((t.data / dataset).rglob("*.parquet")), dataset  # where the Variable aimoves-data-dir says
     taken = t.workers_of([*(r.id for r in finished), *(r.id for r in chunks)])
     assert set(taken.values()) == {"worker-1", "worker-2"}, taken
