@@ -51,6 +51,13 @@ def _date(value: str | None, option: str) -> date | None:
         raise AimovesError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _existing_data_dir(data_dir: Path) -> None:
+    """Commands that read the data dir all refuse a missing one the same way (exit 2)."""
+    from aimoves.options import check_data_dir
+
+    check_data_dir(data_dir, must_exist=True, writable=False)
+
+
 def _quiet_engine() -> None:
     """Defaults for a local, offline run (each can be overridden in the environment)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -264,6 +271,7 @@ def report(
             raise AimovesError(f"--end {end} is before --start {start}")
         if (before is not None and before < 0) or (after is not None and after < 0):
             raise AimovesError("--before and --after are numbers of sessions, 0 or more")
+        _existing_data_dir(data_dir)
     except AimovesError as exc:
         _fail(str(exc))
     from aimoves.report import write_report
@@ -286,6 +294,7 @@ def status(data_dir: DataDirOpt = Path("data")) -> None:
     from aimoves.ops import status as get_status
 
     try:
+        _existing_data_dir(data_dir)
         st = get_status(data_dir)
     except AimovesError as exc:
         _fail(str(exc))
@@ -322,6 +331,7 @@ def quarantine_list(
     from aimoves.ops import quarantined_prices
 
     try:
+        _existing_data_dir(data_dir)
         rows = quarantined_prices(data_dir, _date(start, "--start"), _date(end, "--end"), symbol)
     except AimovesError as exc:
         _fail(str(exc))

@@ -165,8 +165,8 @@ def markets_of(options: DataOptions, universe: Any) -> list[str]:
     return list(options.markets)
 
 
-def check_data_dir(data_dir: str | Path, must_exist: bool = False) -> None:
-    """A folder we can write to (or create), not a file."""
+def check_data_dir(data_dir: str | Path, must_exist: bool = False, writable: bool = True) -> None:
+    """A folder (not a file) that exists when `must_exist`, and that we can write to (or create) when `writable`."""
     path = Path(data_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--data-dir {path}: is a file, not a folder; pass a folder (it is created if missing)")
@@ -178,7 +178,8 @@ def check_data_dir(data_dir: str | Path, must_exist: bool = False) -> None:
             raise ConfigError(f"--data-dir {path}: cannot be created ({parent} is not a folder)")
         _check_writable(parent, f"--data-dir {path}: cannot be created in {parent}")
         return
-    _check_writable(path, f"--data-dir {path}")
+    if writable:
+        _check_writable(path, f"--data-dir {path}")
 
 
 def _check_writable(folder: Path, what: str) -> None:
