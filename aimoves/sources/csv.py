@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,9 +120,10 @@ class CsvSource:
         if not self.csv_dir.is_dir():
             raise InputFileError(f"{self.csv_dir}: CSV directory not found")
         frames, rejected, payloads, failures = [], [], [], []
+        files = {entry.name for entry in os.scandir(self.csv_dir) if entry.is_file()}  # one listing, not a stat per symbol
         for symbol in request.symbols:
             path = self.csv_dir / f"{symbol}.csv"
-            if not path.is_file():
+            if path.name not in files:
                 failures.append(FetchFailure(symbol, f"no file {path}"))
                 continue
             data = path.read_bytes()
