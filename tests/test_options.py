@@ -148,3 +148,16 @@ def test_run_checks_before_the_engine(tmp_path: Path) -> None:
             check_run(parse(BackfillOptions, **{**base, **extra}))
     with pytest.raises(ConfigError, match="no data dir here"):
         check_derive(parse(DeriveOptions, start="2025-01-02", data_dir=str(tmp_path / "nothing")))
+
+
+def test_failed_symbols_table_is_bounded() -> None:
+    """Issue 10 item 3: the UI's table of failed symbols stays small; the run record keeps them all."""
+    from aimoves.pipeline import MarketReport, RunSummary
+    from aimoves.publish import failed_symbols_table
+
+    summary = RunSummary("20250101T000000Z-1", "backfill", "data", "2025-01-01T00:00:00+00:00")
+    summary.markets.append(MarketReport("US", "csv", "w", failures=[{"symbol": f"Z{i}", "reason": "no file"} for i in range(50_000)]))
+    rows = failed_symbols_table(summary, limit=500)
+    assert len(rows) == 500 and rows[0] == {"market": "US", "symbol": "Z0", "reason": "no file"}
+    assert rows[-1]["symbol"] == "… 49,501 more" and "all 50,000 are in data/_runs/20250101T000000Z-1.json" in rows[-1]["reason"]
+    assert len(failed_symbols_table(summary, limit=60_000)) == 50_000
