@@ -218,11 +218,22 @@ def check_window(markets: list[str], start: date, end: date, option: str = "--st
                               f"ends {last_known_session(market)}, then {PROVISIONAL_DAYS} days of provisional weekdays); use an earlier date")
 
 
-def check_run(options: RunOptions, require_data: bool = False) -> tuple[Any, list[str]]:
-    """Every check of a prices run that needs no engine: universe, markets, data dir, source settings, window."""
-    universe = load_universe(options.universe)
+def run_markets(options: DataOptions, universe: Any) -> list[str]:
+    """The markets a flow runs (`markets_of`), after checking its window against their calendars."""
     markets = markets_of(options, universe)
-    check_data_dir(options.data_dir, must_exist=require_data or options.source == "replay")
+    if isinstance(options, DailyOptions):
+        if options.day is not None:
+            check_window(markets, options.day, options.day, "--date")
+    elif isinstance(options, BackfillOptions | DeriveOptions) and options.start is not None:
+        check_window(markets, options.start, options.end or options.start)
+    return markets
+
+
+def check_run(options: RunOptions) -> tuple[Any, list[str]]:
+    """Every check of a prices run that needs no engine: universe, markets and window, data dir, source settings."""
+    universe = load_universe(options.universe)
+    markets = run_markets(options, universe)
+    check_data_dir(options.data_dir, must_exist=options.source == "replay")
     if options.source == "csv" and not options.csv_dir:
         raise ConfigError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
     if options.csv_dir and not Path(options.csv_dir).is_dir():
@@ -233,20 +244,14 @@ def check_run(options: RunOptions, require_data: bool = False) -> tuple[Any, lis
         from aimoves.news.sources import make_news_source
 
         make_news_source(options.news_source, universe, Path(options.data_dir))  # its clear errors now
-    if isinstance(options, BackfillOptions):
-        check_window(markets, options.start, options.end)
-    elif isinstance(options, DailyOptions) and options.day is not None:
-        check_window(markets, options.day, options.day, "--date")
     return universe, markets
 
 
 def check_derive(options: DeriveOptions) -> tuple[Any, list[str]]:
-    """The checks of a derive run: universe, markets, an existing data dir, the window."""
+    """The checks of a derive run: universe, markets and window, an existing data dir."""
     universe = load_universe(options.universe)
-    markets = markets_of(options, universe)
+    markets = run_markets(options, universe)
     check_data_dir(options.data_dir, must_exist=True)
-    if options.start is not None:
-        check_window(markets, options.start, options.end or options.start)
     return universe, markets
 
 
@@ -269,4 +274,5 @@ __all__ = [
     "option_name",
     "options_error",
     "parse",
+    "run_markets",
 ]

@@ -43,7 +43,7 @@ def derive(
     stocks = options.load_universe(opts.universe)
     root = Path(opts.data_dir)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), "derive", str(root), now.isoformat())
-    windows = [DeriveWindow(m, start, end) for m in options.markets_of(opts, stocks)]
+    windows = [DeriveWindow(m, start, end) for m in options.run_markets(opts, stocks)]
     summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)
     summary.sector_moves = td.sector_moves(root, stocks, windows, set(), summary.run_id, now)
     logger.info("stock_moves: %d rows; sector_moves: %d rows", summary.stock_moves.passed, summary.sector_moves.passed)

@@ -264,7 +264,7 @@ def backfill(
     `markets` defaults to the markets the universe lists; `news_source` to the price source's news."""
     opts = options.parse(options.BackfillOptions, **locals())
     stocks = options.load_universe(opts.universe)
-    plans = [pipeline.plan_backfill(stocks, m, opts.start, opts.end) for m in options.markets_of(opts, stocks)]
+    plans = [pipeline.plan_backfill(stocks, m, opts.start, opts.end) for m in options.run_markets(opts, stocks)]
     return finish(run_prices("backfill", plans, _source_settings(opts), stocks, Path(opts.data_dir)))
 
 
@@ -287,7 +287,7 @@ def daily(
     opts = options.parse(options.DailyOptions, **locals())
     stocks = options.load_universe(opts.universe)
     now = _scheduled_now()
-    plans = [pipeline.plan_daily(stocks, m, opts.day or pipeline.latest_settled_session(m, now)) for m in options.markets_of(opts, stocks)]
+    plans = [pipeline.plan_daily(stocks, m, opts.day or pipeline.latest_settled_session(m, now)) for m in options.run_markets(opts, stocks)]
     return finish(run_prices("daily", plans, _source_settings(opts), stocks, Path(opts.data_dir), now=now))
 
 
