@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from aimoves.errors import AimovesError, ConfigError
+from aimoves.errors import ConfigError
 from aimoves.markets import MARKETS
 
-SOURCES = ("yahoo", "csv", "simulated", "replay")
-NEWS_SOURCES = ("yahoo", "rss", "simulated", "replay", "none")
+Source = Literal["yahoo", "csv", "simulated", "replay"]
+NewsSource = Literal["yahoo", "rss", "simulated", "replay", "none"]
 
 
 def _iso_date(value: object) -> object:
@@ -62,9 +62,9 @@ class DataOptions(BaseModel):
 class RunOptions(DataOptions):
     """A prices run (backfill or daily): the source and its settings."""
 
-    source: Literal["yahoo", "csv", "simulated", "replay"] = "yahoo"
+    source: Source = "yahoo"
     csv_dir: str | None = None
-    news_source: Literal["yahoo", "rss", "simulated", "replay", "none"] | None = None  # None: follows source
+    news_source: NewsSource | None = None  # None: follows source
     seed: int | None = None
     shock_date: IsoDate | None = None
     inject_defects: bool = False
@@ -256,9 +256,6 @@ def check_derive(options: DeriveOptions) -> tuple[Any, list[str]]:
 
 
 __all__ = [
-    "NEWS_SOURCES",
-    "SOURCES",
-    "AimovesError",
     "BackfillOptions",
     "DailyOptions",
     "DataOptions",
