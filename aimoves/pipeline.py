@@ -18,7 +18,7 @@ import pandas as pd
 
 from aimoves.calendars import last_known_session, sessions, sessions_back
 from aimoves.errors import AimovesError
-from aimoves.markets import MARKET_INFO, MARKETS
+from aimoves.markets import MARKET_INFO
 from aimoves.normalize import NormalizedPrices, rejected_from_source
 from aimoves.schema import PRICES, QUARANTINE_PRICES, DatasetSpec
 from aimoves.sources.base import PriceBatch, PriceRequest, PriceSource
@@ -84,14 +84,6 @@ def make_source(settings: SourceSettings, universe: Universe, data_dir: Path) ->
 
         return YahooSource()
     raise AimovesError(f"unknown source {settings.name!r}; choose one of {', '.join(SOURCES)}")
-
-
-def parse_markets(text: str) -> list[str]:
-    markets = [m.strip().upper() for m in text.split(",") if m.strip()]
-    unknown = [m for m in markets if m not in MARKETS]
-    if unknown or not markets:
-        raise AimovesError(f"--markets: unknown market(s) {', '.join(unknown) or '(none)'}; choose from {','.join(MARKETS)}")
-    return markets
 
 
 @dataclass
