@@ -10,13 +10,12 @@ from types import SimpleNamespace
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from aimoves import pipeline
+from aimoves import options, pipeline
 from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
 from aimoves.errors import AimovesError
-from aimoves.markets import MARKETS
 from aimoves.raw import clean_staging
 from aimoves.sources.base import PriceSource
-from aimoves.universe import Universe, load_universe
+from aimoves.universe import Universe
 from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
 
@@ -225,7 +224,7 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters
-    markets = "+".join(p.get("markets") or MARKETS)
+    markets = "+".join(p.get("markets") or ["all"])
     if flow_run.flow_name == "backfill":
         return f"backfill-{markets}-{p.get('start')}-to-{p.get('end')}"
     return f"daily-{markets}-{p.get('day') or 'latest'}"
@@ -235,7 +234,7 @@ def _run_name() -> str:
 def backfill(
     start: date,
     end: date,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     source: str = "yahoo",
     data_dir: str = "data",
     universe: str | None = None,
@@ -247,20 +246,18 @@ def backfill(
 ) -> pipeline.RunSummary:
     """Prices for every session from `start` to `end` (after a warm-up read before `start`), then news and moves.
 
-    `news_source` defaults to the price source where it has news (csv has none)."""
-    if end < start:
-        raise AimovesError(f"--end {end} is before --start {start}")
-    stocks = load_universe(universe)
-    plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
-                                       pipeline.news_source_for(source, news_source))
-    return finish(run_prices("backfill", plans, settings, stocks, Path(data_dir)))
+    Parameters are the fields of `aimoves.options.BackfillOptions` (declared and validated there):
+    `markets` defaults to the markets the universe lists; `news_source` to the price source's news."""
+    opts = options.parse(options.BackfillOptions, **locals())
+    stocks = options.load_universe(opts.universe)
+    plans = [pipeline.plan_backfill(stocks, m, opts.start, opts.end) for m in options.run_markets(opts, stocks)]
+    return finish(run_prices("backfill", plans, _source_settings(opts), stocks, Path(opts.data_dir)))
 
 
 @flow(name="daily", flow_run_name=_run_name)
 def daily(
     day: date | None = None,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     source: str = "yahoo",
     data_dir: str = "data",
     universe: str | None = None,
@@ -270,10 +267,16 @@ def daily(
     inject_defects: bool = False,
     news_source: str | None = None,
 ) -> pipeline.RunSummary:
-    """One session per market: `day`, or each market's latest settled session (then news and moves)."""
-    stocks = load_universe(universe)
+    """One session per market: `day`, or each market's latest settled session (then news and moves).
+
+    Parameters are the fields of `aimoves.options.DailyOptions`; `markets` defaults to the universe's."""
+    opts = options.parse(options.DailyOptions, **locals())
+    stocks = options.load_universe(opts.universe)
     now = _scheduled_now()
-    plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
-                                       pipeline.news_source_for(source, news_source))
-    return finish(run_prices("daily", plans, settings, stocks, Path(data_dir), now=now))
+    plans = [pipeline.plan_daily(stocks, m, opts.day or pipeline.latest_settled_session(m, now)) for m in options.run_markets(opts, stocks)]
+    return finish(run_prices("daily", plans, _source_settings(opts), stocks, Path(opts.data_dir), now=now))
+
+
+def _source_settings(opts: options.RunOptions) -> pipeline.SourceSettings:
+    return pipeline.SourceSettings(opts.source, Path(opts.csv_dir) if opts.csv_dir else None, opts.seed, opts.shock_date,
+                                   opts.inject_defects, pipeline.news_source_for(opts.source, opts.news_source))
