@@ -100,10 +100,15 @@ def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Univer
     p["big_move"] = (p["zscore"].abs() >= BIG_MOVE_Z).fillna(False).astype(bool)
 
     benchmarks = set(universe.benchmarks.values())
-    p["sector"] = p["symbol"].map({s.symbol: s.sector for s in universe.stocks})
-    p["company"] = p["symbol"].map({s.symbol: s.company_key for s in universe.stocks}).fillna(p["symbol"])
-    p["is_benchmark"] = p["symbol"].isin(benchmarks)
-    shares = p["symbol"].map({s.symbol: s.shares_outstanding for s in universe.stocks}).astype("float64")
+    # Per-symbol attributes looked up once per distinct symbol, then spread by code (Series.map of a
+    # dict over millions of rows was most of this function's time).
+    codes, symbols = pd.factorize(p["symbol"])
+    stock = {s.symbol: s for s in universe.stocks}
+    known = [stock.get(sym) for sym in symbols]
+    p["sector"] = np.array([s.sector if s else None for s in known], dtype=object)[codes]
+    p["company"] = np.array([s.company_key if s else sym for s, sym in zip(known, symbols)], dtype=object)[codes]
+    p["is_benchmark"] = np.array([sym in benchmarks for sym in symbols], dtype=bool)[codes]
+    shares = pd.Series(np.array([s.shares_outstanding if s and s.shares_outstanding is not None else np.nan for s in known], dtype="float64")[codes], index=p.index)
     p["mcap_usd_prev"] = shares * prev_close * fx_prev
 
     gap = p["prev_date"].notna() & (p["prev_date"] != _expected_previous_session(p["market"], p["date"]))
