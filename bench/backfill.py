@@ -154,7 +154,7 @@ def _prefect_session():
 
     stack = ExitStack()
     t0 = time.perf_counter()
-    stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+    stack.enter_context(prefect_test_harness(server_startup_timeout=600))
     server_s = time.perf_counter() - t0
 
     @flow(name="bench-warmup")

@@ -164,3 +164,16 @@ def test_data_docs_are_built_for_run_ids_gx_cannot_parse(tmp_path, run_id: str) 
     assert len(pages) == 1
     assert run_id in pages[0].parts and "20260101T093000.000000Z" in pages[0].parts  # the run's real time, not parsed from its name
     assert "Failed" in pages[0].read_text()  # the page shows the failed expectation
+
+
+def test_the_run_gathers_every_stages_gx_results_from_their_return_values() -> None:
+    from aimoves.derive import DeriveReport
+    from aimoves.flows.prices import run_suite_runs
+    from aimoves.pipeline import RunSummary
+
+    prices = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY).suite_runs
+    fx, stock, sector, news = (object() for _ in range(4))
+    summary = RunSummary("20260101T093000Z-5885", "backfill", "d", "2026-01-01T09:30:00+00:00")
+    summary.fx, summary.news = {"suite_runs": [fx]}, {"suite_runs": [news]}
+    summary.stock_moves, summary.sector_moves = DeriveReport("stock_moves", "w", suite_runs=[stock]), DeriveReport("sector_moves", "w", suite_runs=[sector])
+    assert run_suite_runs(summary, prices) == [*prices, fx, news, stock, sector]
