@@ -45,7 +45,8 @@ class RunFailed(AimovesError):
 
 
 def run_market(
-    plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime, steps: SimpleNamespace = PREFECT_STEPS
+    plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime, steps: SimpleNamespace = PREFECT_STEPS,
+    suite_runs: list | None = None,
 ) -> pipeline.MarketReport:
     """One market: fetch → raw → normalize → validate → write."""
     if plan.closed_reason:
@@ -55,6 +56,8 @@ def run_market(
     raw = steps.store_raw(batch, data_dir) if source.name != "replay" else None
     normalized = steps.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now), pipeline.exchange_today(plan.market, now))
     checked = steps.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
+    if suite_runs is not None:
+        suite_runs.extend(checked.suite_runs)
     written, quarantined, restated = steps.write(checked, normalized, batch, plan, data_dir, run_id, now)
     report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
     report.restated = restated
@@ -76,7 +79,17 @@ def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -
             logger.warning(note)
 
 
-def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
+def run_suite_runs(summary: pipeline.RunSummary, prices: list) -> list:
+    """Every GX result of the run, returned as values by its stages: prices, FX, news, moves."""
+    out = list(prices)
+    for part in (summary.fx, summary.news):
+        out += (part or {}).get("suite_runs", [])
+    for report in (summary.stock_moves, summary.sector_moves):
+        out += getattr(report, "suite_runs", [])
+    return out
+
+
+def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) -> None:
     """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
@@ -99,7 +112,7 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
     try:  # Data Docs are a convenience: their failure must not fail a run that wrote its data
         from aimoves import datadocs
 
-        index = datadocs.build(data_dir, summary.run_id, datadocs.take())
+        index = datadocs.build(data_dir, summary.run_id, datetime.fromisoformat(summary.started_at), suite_runs)
         if index is not None:
             create_link_artifact(index.resolve().as_uri(), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
                                  description=f"Validation results of this run ({index})")
@@ -126,15 +139,13 @@ def run_prices(
     logger = _logger()
     now = now or datetime.now(UTC)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
-    from aimoves import datadocs
-
-    datadocs.take()  # forget results of an earlier run in this process
+    price_suite_runs: list = []
     data_dir.mkdir(parents=True, exist_ok=True)
     clean_staging(data_dir)
     price_source = pipeline.make_source(source, universe, data_dir)
     for plan in plans:
         try:
-            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps)
+            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps, price_suite_runs)
         except Exception as exc:  # one market's failure must not stop the others; the run fails at the end
             if not isinstance(exc, AimovesError):
                 logger.exception("%s failed", plan.market)
@@ -181,7 +192,7 @@ def run_prices(
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, data_dir)
     if steps is PREFECT_STEPS:
-        publish_run(summary, data_dir)
+        publish_run(summary, data_dir, run_suite_runs(summary, price_suite_runs))
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
     if failed:
         by_reason: dict[str, list[str]] = {}  # one reason said once, e.g. "US, HK, CN: Yahoo Finance unreachable: ..."
