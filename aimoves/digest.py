@@ -68,14 +68,14 @@ def _heatmap(sectors: pd.DataFrame) -> tuple[list[dict], list[str]]:
         here = sectors[sectors["region"] == region].set_index("sector") if len(sectors) else pd.DataFrame()
         if here.empty:
             missing.append(f"no {region} sector moves for this date")
-            rows.append({"region": region, "open": None, "cells": [{"sector": s, "ret": None, "closed": False} for s in SECTORS]})
+            rows.append({"region": region, "open": None, "cells": [{"sector": s, "ret": None, "closed": False, "n": None} for s in SECTORS]})
             continue
         is_open = bool(here["market_open"].astype(bool).any())
         cells = []
         for s in SECTORS:
             value = here["ret_ew_usd"].get(s, np.nan) if is_open else np.nan
             cells.append({"sector": s, "ret": None if pd.isna(value) else float(value), "closed": not is_open,
-                          "n": f"{int(here['n_traded'].get(s, 0))}/{int(here['n_members'].get(s, 0))}" if s in here.index else "–"})
+                          "n": f"{int(here['n_traded'].get(s, 0))}/{int(here['n_members'].get(s, 0))}" if s in here.index else None})
         rows.append({"region": region, "open": is_open, "cells": cells})
     return rows, missing
 
@@ -234,7 +234,7 @@ def build_digest(data_dir: str | Path, day: DateLike | None = None) -> tuple[dic
         "heat": heat,
         "sectors": list(SECTORS),
         "closed": closed,
-        "divergence": sorted(today.to_dict("records"), key=lambda r: order.get(r["sector"], 99)),
+        "divergence": sorted(_records(today), key=lambda r: order.get(r["sector"], 99)),
         "divergent": sorted(today.loc[today["divergent"].astype(bool), "sector"], key=lambda s: order.get(s, 99)),
         "history": _history_table(history, shown_sectors),
         "history_sectors": shown_sectors,
@@ -245,6 +245,11 @@ def build_digest(data_dir: str | Path, day: DateLike | None = None) -> tuple[dic
         "data_dir": str(data_dir.resolve()),
     }
     return context, _figure(chosen, heat, history_shown, threshold), warnings
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts, missing values as None (so a template never prints "nan")."""
+    return [{k: (None if not isinstance(v, list | np.ndarray | tuple) and pd.isna(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
 
 
 def _history_table(history: pd.DataFrame, sectors: list[str]) -> list[dict]:

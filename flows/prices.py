@@ -121,6 +121,9 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
                                  description=f"Validation results of this run ({index})")
     except Exception as exc:
         get_run_logger().warning("Data Docs not built: %s", exc)
+    from aimoves.assets import publish_derived
+
+    publish_derived(summary, data_dir, run_name)
     share = publish.quarantine_share(summary)
     if share > publish.QUARANTINE_ALERT_SHARE:
         emit_event(
@@ -191,8 +194,7 @@ def run_prices(
         summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
         summary.sector_moves = steps.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
         if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
-            summary.divergence = steps.divergence(data_dir, universe, min(w.start for w in windows), max(w.end for w in windows),
-                                                  blocked, summary.run_id, now)
+            summary.divergence = steps.divergence(data_dir, universe, min(p.write_start for p, _ in derived), end, blocked, summary.run_id, now)
         if blocked:
             listed = summary.sector_moves.blocked or []
             more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
