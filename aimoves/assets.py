@@ -111,7 +111,7 @@ def divergence_alerts(data_dir: Path, start: object, end: object) -> list[dict[s
     if rows.empty:
         return []
     moves = read_frame(STOCK_MOVES, data_dir, rows["date"].min(), rows["date"].max(), columns=["date", "symbol", "news_ids"])
-    news = load_news(data_dir, rows["date"].min() - pd.Timedelta(days=7), rows["date"].max()) if (Path(data_dir) / "news").is_dir() else pd.DataFrame()
+    news = load_news(data_dir, rows["date"].min() - pd.Timedelta(days=7), rows["date"].max() + pd.Timedelta(days=2)) if (Path(data_dir) / "news").is_dir() else pd.DataFrame()
     titles = news.drop_duplicates("id").set_index("id") if len(news) else pd.DataFrame()
     alerts = []
     for day, g in rows.groupby("date", sort=True):

@@ -7,7 +7,8 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+# AIMOVES_REALDATA points elsewhere (e.g. a worktree one level deeper than the main checkout).
+REALDATA = Path(os.environ.get("AIMOVES_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata")
 
 SMALL_UNIVERSE = """
 benchmarks: {US: "^GSPC", HK: "^HSI"}
