@@ -404,7 +404,7 @@ def derive(
     from aimoves.flows.derive import derive as derive_flow
 
     summary = derive_flow(start=start_d, end=end_d, markets=market_list, data_dir=str(data_dir), universe=str(universe) if universe else None)
-    for report in (summary.stock_moves, summary.sector_moves):
+    for report in (summary.stock_moves, summary.sector_moves, summary.divergence):
         out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
 
 
