@@ -42,6 +42,7 @@ COLUMNS = [
     "ret_us_usd_cw", "ret_china_usd_cw", "spread_cw", "spread_5d_cw", "zscore_cw", "divergent_cw",
     "us_top_ret", "china_top_ret", "n_us_members", "n_china_members", "year",
 ]
+OPEN_COLUMNS = ["_us_open", "_china_open"]  # whether each side traded: for the suite's helper columns
 
 
 def divergence_threshold(value: float | None = None) -> float:
@@ -105,13 +106,13 @@ def compute_divergence(
     """
     z_limit = divergence_threshold(threshold)
     if moves.empty:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS + OPEN_COLUMNS)
     moves = moves.assign(date=pd.to_datetime(moves["date"]))
     lo = min(moves["date"].min().date(), start)
     open_by_market = {m: sessions(m, lo, end, universe.extra_holidays.get(m, ())).dates for m in MARKETS}  # type: ignore[call-overload]
     all_dates = open_by_market["US"].union(open_by_market["HK"]).union(open_by_market["CN"])
     if len(all_dates) == 0:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS + OPEN_COLUMNS)
     stocks = [s for s in universe.stocks if s.symbol not in set(universe.benchmarks.values())]
     order = {s.symbol: i for i, s in enumerate(stocks)}
     sector_of = {s.symbol: s.sector for s in stocks}
@@ -173,12 +174,12 @@ def compute_divergence(
         part["sector"] = sector
         frames.append(part.reset_index())
     if not frames:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS + OPEN_COLUMNS)
     out = pd.concat(frames, ignore_index=True)
     out = out[(out["date"] >= pd.Timestamp(start)) & (out["date"] <= pd.Timestamp(end))].reset_index(drop=True)
     out["dq_flags"] = _flags(out, open_by_market, no_fx, blocked or set())
     out["year"] = out["date"].dt.year
-    return out[COLUMNS + ["_us_open", "_china_open"]].sort_values(["date", "sector"], key=_sector_order).reset_index(drop=True)
+    return out[COLUMNS + OPEN_COLUMNS].sort_values(["date", "sector"], key=_sector_order).reset_index(drop=True)
 
 
 def _sector_order(column: pd.Series) -> pd.Series:

@@ -117,6 +117,18 @@ def test_too_little_history_is_a_flag_not_a_zscore(shocked, tmp_path: Path) -> N
     assert len(late) and late["zscore"].notna().all() and not any("short_history" in f for f in late["dq_flags"])
 
 
+def test_a_universe_without_china_members_has_no_divergence_rows(shocked) -> None:
+    from aimoves.divergence import compute_divergence, suite_frame
+    from aimoves.schema import STOCK_MOVES
+    from aimoves.store import read_frame
+    from aimoves.universe import parse_universe
+
+    data_dir, _ = shocked
+    us_only = parse_universe("stocks:\n  - {symbol: NVDA, name: N, market: US, sector: semiconductors}\n", "u")
+    rows = compute_divergence(read_frame(STOCK_MOVES, data_dir, date(2025, 1, 2), date(2025, 2, 14)), us_only, date(2025, 1, 2), date(2025, 2, 14))
+    assert rows.empty and "n_china_when_open" in suite_frame(rows)
+
+
 def test_the_threshold_is_a_setting(shocked, monkeypatch: pytest.MonkeyPatch) -> None:
     from aimoves.divergence import compute_divergence, divergence_threshold
     from aimoves.schema import STOCK_MOVES
