@@ -269,3 +269,25 @@ def test_realdata_semiconductors_jan_feb_2025(tmp_path: Path, realdata_dir: Path
     print(f"\nrealdata semiconductors: 2025-01-27 US {jan27['ret_us_usd']:+.4%} China {jan27['ret_china_usd']:+.4%} "
           f"spread {jan27['spread']:+.4%} z {jan27['zscore']:+.2f}; 2025-02-03 China {feb3['ret_china_usd']:+.4%} (from 2025-01-28); "
           f"{len(dates)} dates checked; divergent dates: {sorted(d for d in div.index if div.loc[d, 'divergent'] and d >= '2025-01-01')}")
+
+
+def test_a_bad_row_is_quarantined_with_its_reason_and_a_thin_side_flagged(shocked, tmp_path: Path) -> None:
+    from aimoves.derive import _split_and_write
+    from aimoves.divergence import compute_divergence, suite_frame
+    from aimoves.schema import DIVERGENCE, QUARANTINE_DIVERGENCE, STOCK_MOVES
+    from aimoves.store import read_frame
+    from aimoves.universe import parse_universe
+
+    data_dir, _ = shocked
+    rows = compute_divergence(read_frame(STOCK_MOVES, data_dir, date(2024, 9, 1), date(2025, 1, 31)), parse_universe(SMALL_UNIVERSE, "u"),
+                              date(2025, 1, 27), date(2025, 1, 31))
+    bad = (rows["date"] == pd.Timestamp("2025-01-29")) & (rows["sector"] == "semiconductors")
+    rows.loc[bad, "n_china"] = 1  # HK and CN were closed: nobody can have been counted
+    report = _split_and_write(suite_frame(rows), "divergence", DIVERGENCE, QUARANTINE_DIVERGENCE, tmp_path, "run-1", pd.Timestamp.now(tz="UTC"), "w")
+    assert report.quarantined == 1 and report.passed == len(rows) - 1
+    q = pd.read_parquet(tmp_path / "quarantine" / "divergence")
+    assert list(q["expectation"]) == ["china_closed_counts_nobody"]
+    assert q["reason"].iloc[0] == "the china side's markets were closed on 2025-01-29 yet 1 members were counted"
+    kept = pd.read_parquet(tmp_path / "divergence")
+    cloud = kept[(kept["date"].astype(str) == "2025-01-27") & (kept["sector"] == "cloud")].iloc[0]
+    assert {"thin_us_side", "thin_china_side"} <= set(cloud["dq_flags"])  # MSFT alone against Kingsoft Cloud alone
