@@ -7,7 +7,7 @@ docs/methodology.md; the constants below are the ones it names.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -100,10 +100,15 @@ def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Univer
     p["big_move"] = (p["zscore"].abs() >= BIG_MOVE_Z).fillna(False).astype(bool)
 
     benchmarks = set(universe.benchmarks.values())
-    p["sector"] = p["symbol"].map({s.symbol: s.sector for s in universe.stocks})
-    p["company"] = p["symbol"].map({s.symbol: s.company_key for s in universe.stocks}).fillna(p["symbol"])
-    p["is_benchmark"] = p["symbol"].isin(benchmarks)
-    shares = p["symbol"].map({s.symbol: s.shares_outstanding for s in universe.stocks}).astype("float64")
+    # Per-symbol attributes looked up once per distinct symbol, then spread by code (Series.map of a
+    # dict over millions of rows was most of this function's time).
+    codes, symbols = pd.factorize(p["symbol"])
+    stock = {s.symbol: s for s in universe.stocks}
+    known = [stock.get(sym) for sym in symbols]
+    p["sector"] = np.array([s.sector if s else None for s in known], dtype=object)[codes]
+    p["company"] = np.array([s.company_key if s else sym for s, sym in zip(known, symbols)], dtype=object)[codes]
+    p["is_benchmark"] = np.array([sym in benchmarks for sym in symbols], dtype=bool)[codes]
+    shares = pd.Series(np.array([s.shares_outstanding if s and s.shares_outstanding is not None else np.nan for s in known], dtype="float64")[codes], index=p.index)
     p["mcap_usd_prev"] = shares * prev_close * fx_prev
 
     gap = p["prev_date"].notna() & (p["prev_date"] != _expected_previous_session(p["market"], p["date"]))
@@ -114,9 +119,8 @@ def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Univer
     p["dq_flags"] = flags
     p["news_ids"] = empty_lists(len(p))
     p["year"] = p["date"].dt.year
-    p["ret_is_finite"] = np.isfinite(p["ret"].fillna(0)) & np.isfinite(p["ret_usd"].fillna(0))
     cols = ["date", "symbol", "market", "sector", "ret", "ret_usd", "zscore", "big_move", "news_ids", "prev_date", "company",
-            "mcap_usd_prev", "is_benchmark", "dq_flags", "year", "ret_is_finite"]
+            "mcap_usd_prev", "is_benchmark", "dq_flags", "year"]
     return p[cols].reset_index(drop=True)
 
 
@@ -162,9 +166,6 @@ def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
     agg["ret_cw"] = (agg["wr"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0))
     agg["ret_cw_usd"] = (agg["wr_usd"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0) & (agg["usd_missing"] == 0))
     agg["ret_ew_usd"] = agg["ret_ew_usd"].where(agg["usd_missing"] == 0)
-    weights = traded["_w"] / traded.groupby(["date", "sector"])["_w"].transform("sum")
-    agg["cw_weight_sum"] = weights.groupby([traded["date"], traded["sector"]]).sum(min_count=1).where(full_w)
-    agg["ew_weight_sum"] = (1.0 / agg["n_traded"]) * agg["n_traded"]
     return agg
 
 
@@ -252,11 +253,10 @@ def compute_sector_moves(
     result["news_count"] = 0
     result["sentiment_mean"] = np.nan
     result["advancers_plus_decliners"] = result["advancers"] + result["decliners"]
-    result["closed_without_returns"] = result["market_open"] | result["ret_ew"].isna()
     result["year"] = result["date"].dt.year
     cols = ["date", "region", "sector", "n_members", "n_traded", "ret_ew", "ret_cw", "ret_ew_usd", "ret_cw_usd", "excess_vs_benchmark",
             "advancers", "decliners", "top_symbol", "top_ret", "bottom_symbol", "bottom_ret", "news_count", "sentiment_mean", "market_open",
-            "benchmark_ret", "dq_flags", "year", "cw_weight_sum", "ew_weight_sum", "advancers_plus_decliners", "closed_without_returns"]
+            "benchmark_ret", "dq_flags", "year", "advancers_plus_decliners"]
     return result[cols].sort_values(["region", "date", "sector"]).reset_index(drop=True)
 
 
@@ -270,22 +270,27 @@ class DeriveReport:
     failed_expectations: dict[str, int] | None = None
     partitions_written: list[str] | None = None
     blocked: list[str] | None = None
+    suite_runs: list = field(default_factory=list)  # validate.SuiteRun: GX results, for Data Docs
 
 
-def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run_id: str, now, window: str) -> DeriveReport:  # noqa: ANN001
+def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run_id: str, now, window: str, label: str = "") -> DeriveReport:  # noqa: ANN001
     from aimoves.pipeline import with_quarantine_stamps, write_dataset
     from aimoves.validate import split_by_suite
 
     base = [f.name for f in spec.schema]
     if frame.empty:
         return DeriveReport(spec.name, window)
-    result = split_by_suite(suite, frame, base)
+    result = split_by_suite(suite, frame, base, label=label or suite)
     written = write_dataset(result.passed, spec, data_dir)
     if len(result.quarantined):
-        write_dataset(with_quarantine_stamps(result.quarantined, run_id, now), qspec, data_dir)
+        quarantined = result.quarantined
+        if "dq_flags" not in quarantined:  # the quarantine schema keeps the dataset's dq_flags column
+            quarantined = quarantined.assign(dq_flags=empty_lists(len(quarantined)))
+        write_dataset(with_quarantine_stamps(quarantined, run_id, now), qspec, data_dir)
     return DeriveReport(
         spec.name, window, passed=len(result.passed), flagged=int((result.passed["dq_flags"].map(len) > 0).sum()),
         quarantined=len(result.quarantined), failed_expectations=result.failed_expectations, partitions_written=written.partitions_written,
+        suite_runs=result.suite_runs,
     )
 
 
@@ -307,7 +312,9 @@ def derive_stock_moves(
         moves = compute_stock_moves(prices, fx, universe, [window])
         del prices
         moves = attach_news_ids(moves, data_dir, universe, window.start, window.end)
-        part = _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, total.window)
+        part = _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, total.window,
+                                f"stock_moves-{window.market}")
+        total.suite_runs += part.suite_runs
         total.passed += part.passed
         total.flagged += part.flagged
         total.quarantined += part.quarantined

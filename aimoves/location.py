@@ -29,7 +29,12 @@ def default_data_dir() -> str:
 
 
 def _variable() -> str | None:
-    """The Prefect Variable `aimoves-data-dir`, or None (unset, or no Prefect API to ask)."""
+    """The Prefect Variable `aimoves-data-dir` of the server a flow run belongs to; None when unset or not in a flow run."""
+    import sys
+
+    context = sys.modules.get("prefect.context")
+    if context is None or context.FlowRunContext.get() is None:  # NOTE: outside a run, asking would start a temporary server
+        return None
     from prefect.variables import Variable
 
     try:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pandas as pd
 
 from aimoves.calendars import last_known_session, sessions, sessions_back
 from aimoves.errors import AimovesError
-from aimoves.markets import MARKET_INFO, MARKETS
+from aimoves.markets import MARKET_INFO
 from aimoves.normalize import NormalizedPrices, rejected_from_source
 from aimoves.schema import PRICES, QUARANTINE_PRICES, DatasetSpec
 from aimoves.sources.base import PriceBatch, PriceRequest, PriceSource
@@ -84,14 +84,6 @@ def make_source(settings: SourceSettings, universe: Universe, data_dir: Path) ->
 
         return YahooSource()
     raise AimovesError(f"unknown source {settings.name!r}; choose one of {', '.join(SOURCES)}")
-
-
-def parse_markets(text: str) -> list[str]:
-    markets = [m.strip().upper() for m in text.split(",") if m.strip()]
-    unknown = [m for m in markets if m not in MARKETS]
-    if unknown or not markets:
-        raise AimovesError(f"--markets: unknown market(s) {', '.join(unknown) or '(none)'}; choose from {','.join(MARKETS)}")
-    return markets
 
 
 @dataclass
@@ -257,7 +249,7 @@ def market_report(
         window=f"{plan.request.start}..{plan.write_end}",
         requested_symbols=len(plan.request.symbols),
         bars_fetched=len(batch.bars),
-        failures=[asdict(f) for f in batch.failures],
+        failures=[{"symbol": f.symbol, "reason": f.reason} for f in batch.failures],  # not asdict: it deep-copies (50,000 symbols: seconds)
         empty_bars_dropped=normalized.empty_bars,
         duplicates_collapsed=normalized.duplicates_collapsed,
         passed=len(passed_in_window),
@@ -284,6 +276,7 @@ class RunSummary:
     news: dict | None = None
     stock_moves: object | None = None  # derive.DeriveReport
     sector_moves: object | None = None  # derive.DeriveReport
+    divergence: object | None = None  # derive.DeriveReport (backfill and derive only)
     finished_at: str | None = None
 
     @property
@@ -295,7 +288,14 @@ class RunSummary:
         return all(m.closed or (m.passed == 0) for m in self.markets)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=str)
+        return json.dumps(self, indent=2, default=_plain)
+
+
+def _plain(value: object) -> object:
+    """JSON for a run record: dataclasses as their fields (without asdict's deep copy), the rest as text."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    return str(value)
 
 
 def new_run_id(now: datetime) -> str:

@@ -12,44 +12,47 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from aimoves import pipeline
+from aimoves import options, pipeline
 from aimoves.derive import DeriveWindow
-from aimoves.errors import AimovesError
-from aimoves.location import resolve_data_dir
-from aimoves.markets import MARKETS
 from aimoves.tasks import derive as td
-from aimoves.universe import load_universe
 
 
 def _run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters
-    return f"derive-{'+'.join(p.get('markets') or MARKETS)}-{p.get('start') or 'yesterday'}-to-{p.get('end') or p.get('start') or 'yesterday'}"
+    return f"derive-{'+'.join(p.get('markets') or ['all'])}-{p.get('start') or 'yesterday'}-to-{p.get('end') or p.get('start') or 'yesterday'}"
 
 
 @flow(name="derive", flow_run_name=_run_name)
 def derive(
     start: date | None = None,
     end: date | None = None,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     data_dir: str | None = None,
     universe: str | None = None,
 ) -> pipeline.RunSummary:
-    """Stock moves of `markets` and sector moves of their regions and ALL, for start..end (default: yesterday UTC)."""
+    """Stock moves of `markets` (default: the universe's) and sector moves of their regions and ALL, for start..end (default: yesterday UTC).
+
+    Parameters are the fields of `aimoves.options.DeriveOptions` (declared and validated there)."""
+    opts = options.parse(options.DeriveOptions, **locals())
     logger = get_run_logger()
     now = datetime.now(UTC)
-    start = start or (now.date() - timedelta(days=1))
-    end = end or start
-    if end < start:
-        raise AimovesError(f"--end {end} is before --start {start}")
-    stocks = load_universe(universe)
-    root = Path(resolve_data_dir(data_dir))
+    start = opts.start or (now.date() - timedelta(days=1))
+    end = opts.end or start
+    stocks = options.load_universe(opts.universe)
+    root = Path(opts.data_dir)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), "derive", str(root), now.isoformat())
-    windows = [DeriveWindow(m, start, end) for m in markets]
+    windows = [DeriveWindow(m, start, end) for m in options.run_markets(opts, stocks)]
     summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)
     summary.sector_moves = td.sector_moves(root, stocks, windows, set(), summary.run_id, now)
-    logger.info("stock_moves: %d rows; sector_moves: %d rows", summary.stock_moves.passed, summary.sector_moves.passed)
+    summary.divergence = td.divergence(root, stocks, start, end, set(), summary.run_id, now)
+    logger.info("stock_moves: %d rows; sector_moves: %d rows; divergence: %d rows", summary.stock_moves.passed, summary.sector_moves.passed,
+                summary.divergence.passed)
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, root)
+    from aimoves.assets import publish_derived
+    from prefect.runtime import flow_run
+
+    publish_derived(summary, root, flow_run.name or summary.run_id, digest_day=end)
     return summary

@@ -10,14 +10,12 @@ from types import SimpleNamespace
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from aimoves import pipeline
+from aimoves import options, pipeline
 from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
 from aimoves.errors import AimovesError
-from aimoves.location import resolve_data_dir
-from aimoves.markets import MARKETS
 from aimoves.raw import clean_staging
 from aimoves.sources.base import PriceSource
-from aimoves.universe import Universe, load_universe
+from aimoves.universe import Universe
 from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
 
@@ -26,7 +24,7 @@ from aimoves.tasks import prices as t
 # (crash trials and other tests run the whole recipe in a forked process with them).
 PREFECT_STEPS = SimpleNamespace(
     fetch_prices=t.fetch_prices, store_raw=t.store_raw, normalize=t.normalize, validate=t.validate, write=t.write,
-    fx=td.fx, news=td.news, stock_moves=td.stock_moves, sector_moves=td.sector_moves,
+    fx=td.fx, news=td.news, stock_moves=td.stock_moves, sector_moves=td.sector_moves, divergence=td.divergence,
 )
 PLAIN_STEPS = SimpleNamespace(**{name: step.fn for name, step in vars(PREFECT_STEPS).items()})
 
@@ -47,7 +45,8 @@ class RunFailed(AimovesError):
 
 
 def run_market(
-    plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime, steps: SimpleNamespace = PREFECT_STEPS
+    plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime, steps: SimpleNamespace = PREFECT_STEPS,
+    suite_runs: list | None = None,
 ) -> pipeline.MarketReport:
     """One market: fetch → raw → normalize → validate → write."""
     if plan.closed_reason:
@@ -57,6 +56,8 @@ def run_market(
     raw = steps.store_raw(batch, data_dir) if source.name != "replay" else None
     normalized = steps.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now), pipeline.exchange_today(plan.market, now))
     checked = steps.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
+    if suite_runs is not None:
+        suite_runs.extend(checked.suite_runs)
     written, quarantined, restated = steps.write(checked, normalized, batch, plan, data_dir, run_id, now)
     report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
     report.restated = restated
@@ -78,7 +79,17 @@ def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -
             logger.warning(note)
 
 
-def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
+def run_suite_runs(summary: pipeline.RunSummary, prices: list) -> list:
+    """Every GX result of the run, returned as values by its stages: prices, FX, news, moves."""
+    out = list(prices)
+    for part in (summary.fx, summary.news):
+        out += (part or {}).get("suite_runs", [])
+    for report in (summary.stock_moves, summary.sector_moves):
+        out += getattr(report, "suite_runs", [])
+    return out
+
+
+def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) -> None:
     """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
@@ -101,12 +112,15 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path) -> None:
     try:  # Data Docs are a convenience: their failure must not fail a run that wrote its data
         from aimoves import datadocs
 
-        index = datadocs.build(data_dir, summary.run_id, datadocs.take())
+        index = datadocs.build(data_dir, summary.run_id, datetime.fromisoformat(summary.started_at), suite_runs)
         if index is not None:
             create_link_artifact(index.resolve().as_uri(), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
                                  description=f"Validation results of this run ({index})")
     except Exception as exc:
         get_run_logger().warning("Data Docs not built: %s", exc)
+    from aimoves.assets import publish_derived
+
+    publish_derived(summary, data_dir, run_name)
     share = publish.quarantine_share(summary)
     if share > publish.QUARANTINE_ALERT_SHARE:
         emit_event(
@@ -128,15 +142,13 @@ def run_prices(
     logger = _logger()
     now = now or datetime.now(UTC)
     summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
-    from aimoves import datadocs
-
-    datadocs.take()  # forget results of an earlier run in this process
+    price_suite_runs: list = []
     data_dir.mkdir(parents=True, exist_ok=True)
     clean_staging(data_dir)
     price_source = pipeline.make_source(source, universe, data_dir)
     for plan in plans:
         try:
-            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps)
+            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps, price_suite_runs)
         except Exception as exc:  # one market's failure must not stop the others; the run fails at the end
             if not isinstance(exc, AimovesError):
                 logger.exception("%s failed", plan.market)
@@ -174,6 +186,8 @@ def run_prices(
         blocked = {(r.market, d) for _, r in derived for d in r.blocked_dates}
         summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
         summary.sector_moves = steps.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
+        if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
+            summary.divergence = steps.divergence(data_dir, universe, min(p.write_start for p, _ in derived), end, blocked, summary.run_id, now)
         if blocked:
             listed = summary.sector_moves.blocked or []
             more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
@@ -183,7 +197,7 @@ def run_prices(
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, data_dir)
     if steps is PREFECT_STEPS:
-        publish_run(summary, data_dir)
+        publish_run(summary, data_dir, run_suite_runs(summary, price_suite_runs))
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
     if failed:
         by_reason: dict[str, list[str]] = {}  # one reason said once, e.g. "US, HK, CN: Yahoo Finance unreachable: ..."
@@ -226,7 +240,7 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters
-    markets = "+".join(p.get("markets") or MARKETS)
+    markets = "+".join(p.get("markets") or ["all"])
     if flow_run.flow_name == "backfill":
         return f"backfill-{markets}-{p.get('start')}-to-{p.get('end')}"
     return f"daily-{markets}-{p.get('day') or 'latest'}"
@@ -236,7 +250,7 @@ def _run_name() -> str:
 def backfill(
     start: date,
     end: date,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     source: str = "yahoo",
     data_dir: str | None = None,
     universe: str | None = None,
@@ -248,20 +262,18 @@ def backfill(
 ) -> pipeline.RunSummary:
     """Prices for every session from `start` to `end` (after a warm-up read before `start`), then news and moves.
 
-    `news_source` defaults to the price source where it has news (csv has none); `data_dir` to aimoves.location's."""
-    if end < start:
-        raise AimovesError(f"--end {end} is before --start {start}")
-    stocks = load_universe(universe)
-    plans = [pipeline.plan_backfill(stocks, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
-                                       pipeline.news_source_for(source, news_source))
-    return finish(run_prices("backfill", plans, settings, stocks, Path(resolve_data_dir(data_dir))))
+    Parameters are the fields of `aimoves.options.BackfillOptions` (declared and validated there):
+    `markets` defaults to the markets the universe lists; `news_source` to the price source's news."""
+    opts = options.parse(options.BackfillOptions, **locals())
+    stocks = options.load_universe(opts.universe)
+    plans = [pipeline.plan_backfill(stocks, m, opts.start, opts.end) for m in options.run_markets(opts, stocks)]
+    return finish(run_prices("backfill", plans, _source_settings(opts), stocks, Path(opts.data_dir)))
 
 
 @flow(name="daily", flow_run_name=_run_name)
 def daily(
     day: date | None = None,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     source: str = "yahoo",
     data_dir: str | None = None,
     universe: str | None = None,
@@ -271,10 +283,16 @@ def daily(
     inject_defects: bool = False,
     news_source: str | None = None,
 ) -> pipeline.RunSummary:
-    """One session per market: `day`, or each market's latest settled session (then news and moves)."""
-    stocks = load_universe(universe)
+    """One session per market: `day`, or each market's latest settled session (then news and moves).
+
+    Parameters are the fields of `aimoves.options.DailyOptions`; `markets` defaults to the universe's."""
+    opts = options.parse(options.DailyOptions, **locals())
+    stocks = options.load_universe(opts.universe)
     now = _scheduled_now()
-    plans = [pipeline.plan_daily(stocks, m, day or pipeline.latest_settled_session(m, now)) for m in markets]
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects,
-                                       pipeline.news_source_for(source, news_source))
-    return finish(run_prices("daily", plans, settings, stocks, Path(resolve_data_dir(data_dir)), now=now))
+    plans = [pipeline.plan_daily(stocks, m, opts.day or pipeline.latest_settled_session(m, now)) for m in options.run_markets(opts, stocks)]
+    return finish(run_prices("daily", plans, _source_settings(opts), stocks, Path(opts.data_dir), now=now))
+
+
+def _source_settings(opts: options.RunOptions) -> pipeline.SourceSettings:
+    return pipeline.SourceSettings(opts.source, Path(opts.csv_dir) if opts.csv_dir else None, opts.seed, opts.shock_date,
+                                   opts.inject_defects, pipeline.news_source_for(opts.source, opts.news_source))

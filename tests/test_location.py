@@ -25,18 +25,24 @@ def test_the_parameter_wins_then_the_environment_then_data(monkeypatch: pytest.M
 
 @pytest.mark.flow
 def test_the_prefect_variable_serves_when_the_worker_has_no_setting(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect import flow
     from prefect.variables import Variable
+
+    @flow
+    def where() -> str:
+        return resolve_data_dir(None)
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     Variable.set(VARIABLE, "s3://from-the-server/aimoves", overwrite=True)
     try:
-        assert resolve_data_dir(None) == "s3://from-the-server/aimoves"
+        assert where() == "s3://from-the-server/aimoves"
+        assert resolve_data_dir(None) == "data"  # outside a flow run nothing asks a server
         monkeypatch.setenv(ENV_VAR, "/on/this/worker")
-        assert resolve_data_dir(None) == "/on/this/worker"  # the worker's own setting beats the team's
+        assert where() == "/on/this/worker"  # the worker's own setting beats the team's
     finally:
         Variable.unset(VARIABLE)
     monkeypatch.delenv(ENV_VAR)
-    assert resolve_data_dir(None) == "data"
+    assert where() == "data"
 
 
 def test_deployments_carry_no_data_location() -> None:
