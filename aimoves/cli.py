@@ -33,7 +33,15 @@ err = Console(stderr=True, emoji=False)  # progress and errors: stderr
 SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulated | replay")]
 CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]
 UniverseOpt = Annotated[Optional[Path], typer.Option("--universe", help="Universe YAML file (default: the one shipped with aimoves).")]
-DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_DIR_ENV, help="Where datasets, raw/ and quarantine/ live (default: $AIMOVES_DATA_DIR, else ./data).")]
+
+
+def _data_location(value: str | Path) -> Path:
+    """A folder as a Path; an `s3://bucket/prefix` URL kept as written (a Path would fold its `//`)."""
+    return str(value) if str(value).startswith("s3://") else Path(value)  # type: ignore[return-value]
+
+
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_DIR_ENV, parser=_data_location,
+                                          help="Where datasets, raw/ and quarantine/ live: a folder or s3://bucket/prefix (default: $AIMOVES_DATA_DIR, else ./data).")]
 MarketsOpt = Annotated[Optional[str], typer.Option("--markets", help="Comma-separated markets: US,HK,CN (default: the markets the universe lists).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit non-zero when rows were quarantined or symbols failed.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="With --source simulated: random seed.")]

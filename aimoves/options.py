@@ -174,7 +174,14 @@ def markets_of(options: DataOptions, universe: Any) -> list[str]:
 
 
 def check_data_dir(data_dir: str | Path, must_exist: bool = False, writable: bool = True) -> None:
-    """A folder (not a file) that exists when `must_exist`, and that we can write to (or create) when `writable`."""
+    """A folder (not a file) that exists when `must_exist`, and that we can write to (or create) when `writable`.
+
+    An `s3://bucket/prefix` location: credentials, endpoint and bucket, and a probe write when `writable` (one line if not)."""
+    from aimoves.objectstore import ObjectStore, is_object_store
+
+    if is_object_store(data_dir):
+        ObjectStore(str(data_dir)).check(write=writable)
+        return
     path = Path(data_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--data-dir {path}: is a file, not a folder; pass a folder (it is created if missing)")
@@ -246,7 +253,7 @@ def check_run(options: RunOptions) -> tuple[Any, list[str]]:
         raise ConfigError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
     if options.csv_dir and not Path(options.csv_dir).is_dir():
         raise ConfigError(f"--csv-dir {options.csv_dir}: not a directory")
-    if options.source == "replay" and not (Path(options.data_dir) / "raw" / "prices").is_dir():
+    if options.source == "replay" and "://" not in options.data_dir and not (Path(options.data_dir) / "raw" / "prices").is_dir():
         raise ConfigError(f"--source replay: {Path(options.data_dir) / 'raw' / 'prices'} does not exist; nothing was fetched into this data dir yet")
     if options.news_source is not None:
         from aimoves.news.sources import make_news_source

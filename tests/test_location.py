@@ -72,3 +72,35 @@ def test_the_cli_data_dir_defaults_to_aimoves_data_dir(tmp_path: Path, monkeypat
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "elsewhere"))
     result = CliRunner().invoke(app, ["status"])
     assert str(tmp_path / "elsewhere") in result.output, result.output
+
+
+def test_s3_configuration_faults_are_one_line_and_exit_2_before_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No credentials, an unreachable endpoint, a missing bucket: `aimoves backfill --data-dir s3://…` says which, exit 2."""
+    from typer.testing import CliRunner
+
+    from aimoves.cli import app
+    from s3kit import S3_ENV, free_port, s3_server
+
+    args = ["backfill", "--source", "simulated", "--start", "2025-01-02", "--end", "2025-01-03", "--markets", "US"]
+    runner = CliRunner()
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # an engine start would fail loudly, not silently pass
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with s3_server() as s3:
+        s3.client().create_bucket(Bucket="aimoves-cli")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+        no_credentials = runner.invoke(app, [*args, "--data-dir", "s3://aimoves-cli/x"])
+        for name, value in S3_ENV.items():
+            monkeypatch.setenv(name, value)
+        missing_bucket = runner.invoke(app, [*args, "--data-dir", "s3://no-such-bucket/x"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    unreachable = runner.invoke(app, [*args, "--data-dir", "s3://aimoves-cli/x"])
+    for result, says in ((no_credentials, "no AWS credentials"), (missing_bucket, "bucket 'no-such-bucket' does not exist"),
+                         (unreachable, "cannot reach the object store")):
+        assert result.exit_code == 2, result.output
+        text = " ".join(result.output.split())  # rich wraps at the test terminal's width
+        assert says in text and text.startswith("error:") and text.count("error") == 1, result.output
+        assert "Starting Prefect flow" not in result.output
