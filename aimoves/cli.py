@@ -128,7 +128,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
 
 
 def _run(flow_name: str, **params: object) -> None:
-    from aimoves.pipeline import parse_markets
+    from aimoves.planning import parse_markets
     from aimoves.universe import load_universe
 
     strict = bool(params.pop("strict"))
@@ -365,7 +365,7 @@ def derive(
     markets: MarketsOpt = "US,HK,CN",
 ) -> None:
     """Recompute stock and sector moves (incl. ALL) from stored prices and FX, without fetching."""
-    from aimoves.pipeline import parse_markets
+    from aimoves.planning import parse_markets
     from aimoves.universe import load_universe
 
     try:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from aimoves.catalog import Catalog, as_catalog
+
 log = logging.getLogger(__name__)
 
 _collected: list[tuple[str, str, Any]] = []  # (suite, batch label, ExpectationSuiteValidationResult)
@@ -34,7 +36,7 @@ def enabled() -> bool:
     return os.environ.get("AIMOVES_DATA_DOCS", "1") != "0"
 
 
-def build(data_dir: Path, run_id: str, results: list[tuple[str, str, Any]]) -> Path | None:
+def build(data_dir: Catalog | Path | str, run_id: str, results: list[tuple[str, str, Any]]) -> str | None:
     """Store the results and build their Data Docs pages; returns the site's index.html."""
     if not results:
         return None
@@ -42,7 +44,8 @@ def build(data_dir: Path, run_id: str, results: list[tuple[str, str, Any]]) -> P
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
-    context = gx.get_context(mode="file", project_root_dir=str(data_dir / "_gx"))
+    catalog = as_catalog(data_dir)
+    context = gx.get_context(mode="file", project_root_dir=catalog.gx_dir())
     keys = []
     for i, (suite, label, result) in enumerate(results):
         key = ValidationResultIdentifier(
@@ -53,5 +56,5 @@ def build(data_dir: Path, run_id: str, results: list[tuple[str, str, Any]]) -> P
         context.validation_results_store.set(key, result)
         keys.append(key)
     context.build_data_docs(resource_identifiers=keys)
-    index = data_dir / "_gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return index if index.exists() else None
+    index = catalog.data_docs_index()
+    return index if catalog.fs.exists(index) else None

@@ -222,3 +222,9 @@ QUARANTINE_FX = quarantine_of(FX)
 QUARANTINE_STOCK_MOVES = quarantine_of(STOCK_MOVES)
 QUARANTINE_SECTOR_MOVES = quarantine_of(SECTOR_MOVES)
 QUARANTINE_NEWS = quarantine_of(NEWS)
+
+# Every dataset the store writes: `aimoves status` reports files in their folders that it did not write.
+ALL_DATASETS: tuple[DatasetSpec, ...] = (
+    PRICES, FX, NEWS, STOCK_MOVES, SECTOR_MOVES, QUARANTINE_PRICES, QUARANTINE_FX, QUARANTINE_NEWS, QUARANTINE_STOCK_MOVES,
+    QUARANTINE_SECTOR_MOVES,
+)

@@ -8,16 +8,18 @@ change: `aimoves derive --start D --end D`.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from aimoves import pipeline
+from aimoves.catalog import Catalog
 from aimoves.derive import DeriveWindow
 from aimoves.errors import AimovesError
 from aimoves.markets import MARKETS
+from aimoves.runs import RunSummary, new_run_id, write_run_record
 from aimoves.tasks import derive as td
 from aimoves.universe import load_universe
+
+from .runlogs import library_logs_to_run
 
 
 def _run_name() -> str:
@@ -34,7 +36,7 @@ def derive(
     markets: list[str] = list(MARKETS),
     data_dir: str = "data",
     universe: str | None = None,
-) -> pipeline.RunSummary:
+) -> RunSummary:
     """Stock moves of `markets` and sector moves of their regions and ALL, for start..end (default: yesterday UTC)."""
     logger = get_run_logger()
     now = datetime.now(UTC)
@@ -43,12 +45,13 @@ def derive(
     if end < start:
         raise AimovesError(f"--end {end} is before --start {start}")
     stocks = load_universe(universe)
-    root = Path(data_dir)
-    summary = pipeline.RunSummary(pipeline.new_run_id(now), "derive", str(root), now.isoformat())
+    catalog = Catalog(data_dir)
+    summary = RunSummary(new_run_id(now), "derive", str(catalog), now.isoformat())
     windows = [DeriveWindow(m, start, end) for m in markets]
-    summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)
-    summary.sector_moves = td.sector_moves(root, stocks, windows, set(), summary.run_id, now)
+    with library_logs_to_run():
+        summary.stock_moves = td.stock_moves(catalog, stocks, windows, summary.run_id, now)
+        summary.sector_moves = td.sector_moves(catalog, stocks, windows, set(), summary.run_id, now)
     logger.info("stock_moves: %d rows; sector_moves: %d rows", summary.stock_moves.passed, summary.sector_moves.passed)
     summary.finished_at = datetime.now(UTC).isoformat()
-    pipeline.write_run_record(summary, root)
+    write_run_record(summary, catalog)
     return summary

@@ -24,7 +24,9 @@ import duckdb
 import pandas as pd
 import pyarrow.dataset as ds
 
-from aimoves import pipeline
+from aimoves.planning import plan_backfill
+from aimoves.run import run_prices
+from aimoves.sources.factory import SourceSettings
 from aimoves.schema import FX, NEWS, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
 from aimoves.universe import Universe
 
@@ -33,11 +35,9 @@ STAMPS = {"ingested_at", "quarantined_at", "run_id", "first_seen_at"}
 
 
 def run_backfill(data_dir: Path, universe: Universe, start: date, end: date, markets: tuple[str, ...], defects: bool = True) -> None:
-    from aimoves.flows.prices import PLAIN_STEPS, run_prices
-
-    plans = [pipeline.plan_backfill(universe, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings("simulated", inject_defects=defects, news="simulated")  # as the CLI does
-    run_prices("backfill", plans, settings, universe, data_dir, steps=PLAIN_STEPS)
+    plans = [plan_backfill(universe, m, start, end) for m in markets]
+    settings = SourceSettings("simulated", inject_defects=defects, news="simulated")  # as the CLI does
+    run_prices("backfill", plans, settings, universe, data_dir)
 
 
 def read_all(data_dir: Path) -> dict[str, pd.DataFrame]:

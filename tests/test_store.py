@@ -93,8 +93,8 @@ def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
 
     lock = tmp_path / "_locks" / "prices.lock"
     code = (
-        "import sys, os\nfrom pathlib import Path\nfrom aimoves.store import dataset_lock\n"
-        f"with dataset_lock(Path({str(tmp_path)!r}), 'prices'):\n    print('held', flush=True)\n    os.kill(os.getpid(), 9)\n"
+        "import sys, os\nfrom aimoves.catalog import Catalog\n"
+        f"with Catalog({str(tmp_path)!r}).lock('prices'):\n    print('held', flush=True)\n    os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "held" in proc.stdout and proc.returncode == -9
@@ -103,7 +103,7 @@ def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
 
 
 def test_restated_bars_are_recorded_with_old_and_new_values(tmp_path: Path) -> None:
-    from aimoves.pipeline import restatements, write_restatements
+    from aimoves.restatements import restatements, write_restatements
 
     upsert(_prices(["NVDA"], ["2025-01-02", "2025-01-03"]), PRICES, tmp_path)
     again = _prices(["NVDA"], ["2025-01-02", "2025-01-03"])
@@ -114,7 +114,7 @@ def test_restated_bars_are_recorded_with_old_and_new_values(tmp_path: Path) -> N
     row = frame.iloc[0]
     assert (row["symbol"], str(row["date"].date()), row["adj_close_old"], row["adj_close_new"]) == ("NVDA", "2025-01-03", 10.0, 9.5)
     path = write_restatements(frame, tmp_path, "run1", "US")
-    assert path is not None and path.parent == tmp_path / "_restatements" / "prices"
+    assert path is not None and Path(path).parent == tmp_path / "_restatements" / "prices"
     assert restatements(upsert(again, PRICES, tmp_path), again).empty  # the same data again restates nothing
 
 
