@@ -155,6 +155,14 @@ class Catalog:
     def raw_manifests(self, dataset: str) -> list[str]:
         return self.fs.glob(self.path("raw", dataset, "*", "*", "*", MANIFEST))
 
+    def raw_payload(self, manifest: dict, name: str) -> str:
+        """Where a payload of a stored fetch lives (`manifest` as raw.list_manifests returns it)."""
+        return f"{manifest['_path']}/{name}"
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as f:
+            return f.read()
+
     def read_text(self, path: str) -> str:
         with self.fs.open(path, "r") as f:
             return f.read()

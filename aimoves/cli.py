@@ -300,6 +300,8 @@ def status(data_dir: DataDirOpt = Path("data")) -> None:
         ]
         out.print(f"last run {run['run_id']} ({run['flow']}, finished {run.get('finished_at') or 'never'}): " + "; ".join(parts), highlight=False)
     out.print("quarantine: " + ", ".join(f"{k} {v:,}" for k, v in st.quarantine.items()), highlight=False)
+    for path in st.strays:
+        out.print(f"[yellow]not written by aimoves (never read; move it out of the dataset folder):[/] {path}", highlight=False, soft_wrap=True)
     stale = [r for r in st.rows if not r["fresh"] and r["latest"] is not None]
     if stale:
         out.print(f"[yellow]{len(stale)} dataset(s) older than the latest settled session[/]")

@@ -8,6 +8,7 @@ and the crash trials use it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,9 +33,6 @@ from aimoves.universe import Universe
 from aimoves.validate import ValidationResult, validate_prices
 
 log = logging.getLogger(__name__)
-
-Logger = logging.Logger | logging.LoggerAdapter
-
 
 # -- the write stage -------------------------------------------------------------------------------
 def prices_for_write(validation: ValidationResult, plan: MarketPlan, ingested_at: datetime) -> pd.DataFrame:
@@ -105,10 +103,10 @@ def closed_market(plan: MarketPlan, run: Run) -> MarketReport:
     return MarketReport(plan.market, run.source.name, f"{plan.write_start}..{plan.write_end}", closed=plan.closed_reason)
 
 
-def failed_market(plan: MarketPlan, run: Run, exc: Exception, logger: Logger) -> MarketReport:
+def failed_market(plan: MarketPlan, run: Run, exc: Exception) -> MarketReport:
     """The report of a market whose run raised: one market's failure never stops the others."""
     if not isinstance(exc, AimovesError):
-        logger.exception("%s failed", plan.market)
+        log.exception("%s failed", plan.market)
     error = str(exc) if isinstance(exc, AimovesError) else f"{type(exc).__name__}: {exc}"
     return MarketReport(plan.market, run.settings.name, f"{plan.write_start}..{plan.write_end}", error=error)
 
@@ -125,13 +123,26 @@ def report_market(
     return report
 
 
-def log_market(report: MarketReport, logger: Logger) -> None:
+def run_markets(plans: list[MarketPlan], run: Run, process: Callable[[MarketPlan, Run], MarketReport]) -> DerivePlan | None:
+    """Each market through `process` (one market's failure never stops the others; the run fails at the
+    end), logged and added to the summary; returns what FX, news and the moves then cover."""
+    for plan in plans:
+        try:
+            report = process(plan, run)
+        except Exception as exc:
+            report = failed_market(plan, run, exc)
+        log_market(report)
+        run.summary.markets.append(report)
+    return plan_derive(plans, run.summary.markets)
+
+
+def log_market(report: MarketReport) -> None:
     if report.closed:
-        logger.info("%s: %s", report.market, report.closed)
+        log.info("%s: %s", report.market, report.closed)
     elif report.error:
-        logger.error("%s: %s", report.market, report.error)
+        log.error("%s: %s", report.market, report.error)
     else:
-        logger.info(
+        log.info(
             "%s %s: %d passed (%d flagged), %d quarantined, %d symbols failed; partitions written: %s",
             report.market, report.window, report.passed, report.flagged, report.quarantined, len(report.failures),
             ", ".join(report.partitions_written) or "none (unchanged)",
@@ -165,23 +176,23 @@ def plan_derive(plans: list[MarketPlan], reports: list[MarketReport]) -> DeriveP
     )
 
 
-def guarded(what: str, logger: Logger, step, *args: object) -> dict | None:  # noqa: ANN001
+def guarded(what: str, step, *args: object) -> dict | None:  # noqa: ANN001
     """Run an optional stage (FX, news): its failure is reported in the summary, never stops the run."""
     try:
         return step(*args)
     except Exception as exc:
-        logger.warning("%s failed: %s", what, exc)
+        log.warning("%s failed: %s", what, exc)
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def warn_blocked(moves: DeriveReport, logger: Logger) -> None:
+def warn_blocked(moves: DeriveReport) -> None:
     listed = moves.blocked or []
     if listed:
         more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
-        logger.warning("sector moves not computed for %s%s: the prices batch failed there", ", ".join(listed[:10]), more)
+        log.warning("sector moves not computed for %s%s: the prices batch failed there", ", ".join(listed[:10]), more)
 
 
-def warn_if_stale(summary: RunSummary, catalog: Catalog, now: datetime, logger: Logger) -> None:
+def warn_if_stale(summary: RunSummary, catalog: Catalog, now: datetime) -> None:
     """Freshness: say so when a market's latest stored session is older than its latest settled one."""
     from aimoves.ops import latest_stored_date
 
@@ -191,13 +202,13 @@ def warn_if_stale(summary: RunSummary, catalog: Catalog, now: datetime, logger: 
         if latest is None or latest < expected:
             note = f"stale: the latest stored {report.market} session is {latest or 'none'}, expected {expected}"
             report.notes.append(note)
-            logger.warning(note)
+            log.warning(note)
 
 
-def record_run(run: Run, logger: Logger) -> RunSummary:
+def record_run(run: Run) -> RunSummary:
     """The run's end: freshness checked (daily), finished_at stamped, its record written under `_runs/`."""
     if run.summary.flow == "daily":
-        warn_if_stale(run.summary, run.catalog, run.now, logger)
+        warn_if_stale(run.summary, run.catalog, run.now)
     run.summary.finished_at = datetime.now(UTC).isoformat()
     write_run_record(run.summary, run.catalog)
     return run.summary
@@ -230,22 +241,15 @@ def run_prices(
     """The whole run without Prefect (the `backfill`/`daily` flows' stages as plain calls)."""
     catalog = as_catalog(data_dir)
     run = start_run(kind, settings, universe, catalog, now)
-    for plan in plans:
-        try:
-            report = run_market(plan, run)
-        except Exception as exc:
-            report = failed_market(plan, run, exc, log)
-        log_market(report, log)
-        run.summary.markets.append(report)
-    work = plan_derive(plans, run.summary.markets)
+    work = run_markets(plans, run, run_market)
     if work:
-        run.summary.fx = guarded("FX update", log, update_fx, run.source, universe, work.start, work.end, catalog, run.summary.run_id, run.now)
+        run.summary.fx = guarded("FX update", update_fx, run.source, universe, work.start, work.end, catalog, run.summary.run_id, run.now)
         if settings.news:
             from aimoves.news.stage import update_news
 
-            run.summary.news = guarded("news update", log, update_news, settings.news, universe, work.markets, work.start, work.end, catalog,
+            run.summary.news = guarded("news update", update_news, settings.news, universe, work.markets, work.start, work.end, catalog,
                                        run.summary.run_id, run.now, settings.seed, settings.shock_date)
         run.summary.stock_moves = derive_stock_moves(catalog, universe, work.windows, run.summary.run_id, run.now)
         run.summary.sector_moves = derive_sector_moves(catalog, universe, work.windows, work.blocked, run.summary.run_id, run.now)
-        warn_blocked(run.summary.sector_moves, log)
-    return raise_if_failed(record_run(run, log))
+        warn_blocked(run.summary.sector_moves)
+    return raise_if_failed(record_run(run))

@@ -20,7 +20,7 @@ from aimoves.errors import AimovesError
 from aimoves.markets import MARKETS
 from aimoves.planning import MarketPlan, latest_settled_session, plan_backfill, plan_daily
 from aimoves.run import (
-    Run, closed_market, failed_market, guarded, log_market, plan_derive, raise_if_failed, record_run, report_market, start_run, warn_blocked,
+    Run, closed_market, guarded, raise_if_failed, record_run, report_market, run_markets, start_run, warn_blocked,
 )
 from aimoves.runs import MarketReport, RunFailed, RunSummary
 from aimoves.sources.factory import SourceSettings, news_source_for
@@ -35,26 +35,18 @@ __all__ = ["NEEDS_ATTENTION", "RunFailed", "backfill", "daily", "prices"]
 
 def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, universe: Universe, catalog: Catalog, now: datetime | None = None) -> RunSummary:
     """The recipe: every market's prices, then FX, news and moves over what was written, then the record and artifacts."""
-    logger = get_run_logger()
     run = with_rate_limit(start_run(kind, settings, universe, catalog, now))
-    for plan in plans:
-        try:
-            report = market(plan, run)
-        except Exception as exc:  # one market's failure never stops the others; the run fails at the end
-            report = failed_market(plan, run, exc, logger)
-        log_market(report, logger)
-        run.summary.markets.append(report)
-    work = plan_derive(plans, run.summary.markets)
+    work = run_markets(plans, run, market)
     if work:
         s = run.summary
-        s.fx = guarded("FX update", logger, td.fx, run.source, universe, work.start, work.end, catalog, s.run_id, run.now)
+        s.fx = guarded("FX update", td.fx, run.source, universe, work.start, work.end, catalog, s.run_id, run.now)
         if settings.news:
-            s.news = guarded("news update", logger, td.news, settings.news, universe, work.markets, work.start, work.end, catalog, s.run_id,
+            s.news = guarded("news update", td.news, settings.news, universe, work.markets, work.start, work.end, catalog, s.run_id,
                              run.now, settings.seed, settings.shock_date)
         s.stock_moves = td.stock_moves(catalog, universe, work.windows, s.run_id, run.now)
         s.sector_moves = td.sector_moves(catalog, universe, work.windows, work.blocked, s.run_id, run.now)
-        warn_blocked(s.sector_moves, logger)
-    publish_run(record_run(run, logger), catalog)
+        warn_blocked(s.sector_moves)
+    publish_run(record_run(run), catalog)
     return raise_if_failed(run.summary)
 
 
