@@ -7,6 +7,8 @@ costs more than the work itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect.tasks import exponential_backoff
 
 # Network stages: a retry after the source's own per-request retries gave up (a whole batch
@@ -18,3 +20,16 @@ JITTER = 0.5
 # Timeouts: generous bounds for a 10,000-symbol backfill; they stop a hung stage, not a slow one.
 FETCH_TIMEOUT_S = 3600
 STAGE_TIMEOUT_S = 3600
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass on a second try (connection, timeout, I/O trouble); never a bug or a bad input."""
+    try:
+        state.result()
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
+        return False
+    except (ConnectionError, TimeoutError, OSError):
+        return True
+    except BaseException:
+        return False
+    return False

@@ -14,18 +14,18 @@ from aimoves.gcpause import gc_paused
 from aimoves.sources.base import PriceSource
 from aimoves.universe import Universe
 
-from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S
+from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, transient
 
 
 @task(name="update-fx", task_run_name="update-fx-{start}-to-{end}", cache_policy=NO_CACHE, tags=["fx", "fetch"],
-      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, timeout_seconds=FETCH_TIMEOUT_S)
+      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def fx(source: PriceSource, universe: Universe, start: date, end: date, catalog: Catalog, run_id: str, now: datetime) -> dict:
     with gc_paused():
         return update_fx(source, universe, start, end, catalog, run_id, now)
 
 
 @task(name="update-news", task_run_name="update-news-{name}-{start}-to-{end}", cache_policy=NO_CACHE, tags=["news", "fetch"],
-      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, timeout_seconds=FETCH_TIMEOUT_S)
+      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def news(
     name: str, universe: Universe, markets: list[str], start: date, end: date, catalog: Catalog, run_id: str, now: datetime,
     seed: int | None, shock_date: date | None,

@@ -18,18 +18,18 @@ from aimoves.store import WriteResult
 from aimoves.universe import Universe
 from aimoves.validate import ValidationResult
 
-from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S
+from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, transient
 
 
 @task(name="fetch-prices", task_run_name="fetch-prices-{request.market}", cache_policy=NO_CACHE, tags=["prices", "fetch"],
-      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, timeout_seconds=FETCH_TIMEOUT_S)
+      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def fetch_prices(source: PriceSource, request: PriceRequest) -> PriceBatch:
     with gc_paused():
         return source.fetch_prices(request)
 
 
 @task(name="store-raw", task_run_name="store-raw-{batch.request.market}", cache_policy=NO_CACHE, tags=["prices", "write"],
-      retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, timeout_seconds=STAGE_TIMEOUT_S)
+      retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def store_raw(batch: PriceBatch, catalog: Catalog) -> RawRecord:
     with gc_paused():
         return write_raw(batch, catalog)
@@ -50,7 +50,7 @@ def validate(normalized: NormalizedPrices, plan: MarketPlan, universe: Universe,
 
 
 @task(name="write-prices", task_run_name="write-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices", "write"],
-      retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, timeout_seconds=STAGE_TIMEOUT_S)
+      retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def write(
     validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
 ) -> tuple[WriteResult, int, int]:
