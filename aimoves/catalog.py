@@ -285,8 +285,9 @@ class Catalog:
 
 
 def _file_pattern(spec: DatasetSpec) -> re.Pattern[str]:
-    folders = "".join(f"{re.escape(k)}=[^/]+/" for k in spec.partition_by)
-    return re.compile(folders + re.escape(PART_FILE))
+    """`<key>=<value>/.../part-0.parquet`, each value of its key's type (a `year=2025 (1)` folder is not ours)."""
+    values = {k: r"-?\d+" if pa.types.is_integer(spec.schema.field(k).type) else r"[^/]+" for k in spec.partition_by}
+    return re.compile("".join(f"{re.escape(k)}={values[k]}/" for k in spec.partition_by) + re.escape(PART_FILE))
 
 
 def as_catalog(location: Catalog | str | os.PathLike) -> Catalog:

@@ -91,10 +91,9 @@ def publish_run(summary: RunSummary, catalog: Catalog) -> None:
 
     from aimoves import publish
     from aimoves.schema import SECTOR_MOVES
-    from aimoves.store import read_frame
 
     window = summary.sector_moves.window if summary.sector_moves is not None else ""
-    sectors = read_frame(SECTOR_MOVES, catalog, *window.split("..")) if window else pd.DataFrame()
+    sectors = catalog.read_frame(SECTOR_MOVES, *window.split("..")) if window else pd.DataFrame()
     run_name = flow_run.name or summary.run_id
     markets = "-".join(m.market.lower() for m in summary.markets)
     create_markdown_artifact(publish.sector_moves_markdown(sectors, run_name), key=f"sector-moves-{markets}", description="Sector moves")
@@ -108,7 +107,7 @@ def publish_run(summary: RunSummary, catalog: Catalog) -> None:
 
         index = datadocs.build(catalog, summary.run_id, datadocs.take())
         if index is not None:
-            create_link_artifact(Path(index).resolve().as_uri(), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
+            create_link_artifact(catalog.fs.unstrip_protocol(index), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
                                  description=f"Validation results of this run ({index})")
     except Exception as exc:
         get_run_logger().warning("Data Docs not built: %s", exc)

@@ -163,8 +163,10 @@ def test_stray_files_in_a_dataset_folder_are_never_read_and_status_lists_them(tm
 
     upsert(_prices(["NVDA", "AMD"], ["2025-01-02", "2025-01-03"]), PRICES, tmp_path)
     part = tmp_path / "prices" / "market=US" / "year=2025"
-    strays = [tmp_path / "prices" / "README.txt", part / "copy of part-0.parquet", tmp_path / "prices" / "market=US" / "part-0.parquet"]
+    strays = [tmp_path / "prices" / "README.txt", part / "copy of part-0.parquet", tmp_path / "prices" / "market=US" / "part-0.parquet",
+              tmp_path / "prices" / "market=US" / "year=2025 (1)" / "part-0.parquet"]
     strays[0].write_text("what this folder holds\n")
+    strays[-1].parent.mkdir()
     for copy in strays[1:]:
         copy.write_bytes((part / "part-0.parquet").read_bytes())  # the same keys again: a duplicate if it were read
     assert len(load_prices(data_dir=tmp_path)) == 4
