@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aimoves.errors import AimovesError
@@ -22,8 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # NOTE: rich wraps at 80 columns when stdout is not a terminal (CI logs, pipes); tables need more.
-out = Console(width=None if sys.stdout.isatty() else 160)  # the run summary: stdout
-err = Console(stderr=True)  # progress and errors: stderr
+# NOTE: emoji=False and escape() on text from inputs: a ":x:" or "[bold]" in a feed, file or reason prints as written.
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)  # the run summary: stdout
+err = Console(stderr=True, emoji=False)  # progress and errors: stderr
 
 SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulated | replay")]
 CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]
@@ -56,11 +58,15 @@ def _quiet_engine() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
 def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN001 - RunSummary, imported lazily
+    ran = [m for m in summary.markets if not m.closed]
+    shared = ran[0].error if ran and all(m.error == ran[0].error for m in ran) else None  # e.g. "Yahoo Finance unreachable: ..."
+    if shared:
+        out.print(f"[bold red]{escape(shared)}{'; nothing was written' if summary.wrote_nothing else ''}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"aimoves {summary.flow} — run {summary.run_id}", title_justify="left")
     for col in ("market", "window", "passed", "flagged", "quarantined", "dups collapsed", "failed symbols", "partitions"):
         table.add_column(col, justify="right" if col not in ("market", "window") else "left")
@@ -69,16 +75,16 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             table.add_row(m.market, m.window, "-", "-", "-", "-", "-", f"closed: {m.closed}")
             continue
         parts = f"{len(m.partitions_written)} written, {len(m.partitions_unchanged)} unchanged"
-        table.add_row(m.market, m.window, f"{m.passed:,}", f"{m.flagged:,}", f"{m.quarantined:,}", f"{m.duplicates_collapsed:,}", str(len(m.failures)), parts if not m.error else f"[red]{m.error}[/]")
+        table.add_row(m.market, m.window, f"{m.passed:,}", f"{m.flagged:,}", f"{m.quarantined:,}", f"{m.duplicates_collapsed:,}", str(len(m.failures)), parts if not m.error else "[red]failed (see above)[/]" if shared else f"[red]{escape(m.error)}[/]")
     out.print(table)
     for m in summary.markets:
         if m.failed_expectations:
             checks = ", ".join(f"{k} ({v})" for k, v in sorted(m.failed_expectations.items()))
             out.print(f"{m.market} checks that failed (rows, incl. warm-up): {checks}", highlight=False)
         for f in m.failures:
-            out.print(f"{m.market} failed symbol {f['symbol']}: {f['reason']}", highlight=False)
+            out.print(escape(f"{m.market} failed symbol {f['symbol']}: {f['reason']}"), highlight=False)
         for note in m.notes:
-            out.print(f"{m.market} note: {note}", highlight=False)
+            out.print(escape(f"{m.market} note: {note}"), highlight=False)
         if m.restated:
             out.print(f"{m.market}: {m.restated} stored bars were restated by the source (old and new values in _restatements/prices/)", highlight=False)
         if m.unsettled_dropped:
@@ -87,19 +93,19 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
         fx = summary.fx
         line = f"fx {fx.get('window', '')}: {fx.get('passed', 0):,} rates, {fx.get('quarantined', 0)} quarantined"
         if fx.get("failures"):
-            line += "; failed: " + ", ".join(f"{f['symbol']} ({f['reason']})" for f in fx["failures"])
+            line += "; failed: " + escape(", ".join(f"{f['symbol']} ({f['reason']})" for f in fx["failures"]))
         if fx.get("error"):
-            line += f"; [yellow]{fx['error']}: USD columns stay empty for those dates[/]"
+            line += f"; [yellow]{escape(fx['error'])}: USD columns stay empty for those dates[/]"
         out.print(line, highlight=False)
     if summary.news:
         news = summary.news
         if news.get("error"):
-            out.print(f"[yellow]news failed: {news['error']}[/] (prices and moves were written)", highlight=False)
+            out.print(f"[yellow]news failed: {escape(news['error'])}[/] (prices and moves were written)", highlight=False)
         else:
             out.print(f"news {news.get('window', '')} ({news.get('source')}): {news.get('passed', 0):,} items, {news.get('new', 0):,} new, "
                       f"{news.get('duplicates_in_batch', 0):,} duplicates merged, {news.get('quarantined', 0)} quarantined", highlight=False)
             for f in news.get("failures", []):
-                out.print(f"news failed for {f['symbol']}: {f['reason']}", highlight=False)
+                out.print(escape(f"news failed for {f['symbol']}: {f['reason']}"), highlight=False)
     for report in (summary.stock_moves, summary.sector_moves):
         if report and report.window:
             out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
@@ -326,7 +332,7 @@ def quarantine_list(
     for col in ("row_id", "date", "symbol", "expectation", "reason"):
         table.add_column(col, overflow="fold")
     for _, r in rows.head(limit).iterrows():
-        table.add_row(r["row_id"], str(r["date"].date()) if pd_notna(r["date"]) else "–", r["symbol"], r["expectation"], r["reason"])
+        table.add_row(r["row_id"], str(r["date"].date()) if pd_notna(r["date"]) else "–", r["symbol"], r["expectation"], escape(str(r["reason"])))
     out.print(table)
     if len(rows) > limit:
         out.print(f"({len(rows) - limit:,} more; use --limit, --start/--end or --symbol)")
@@ -350,7 +356,7 @@ def quarantine_release(
     for _, r in result.released.iterrows():
         out.print(f"released {r['row_id']} {r['symbol']} {r['date'].date()} flags={list(r['dq_flags'])}", highlight=False)
     for _, r in result.kept.iterrows():
-        out.print(f"[yellow]kept[/] {r['row_id']} {r['symbol']} {r['date'].date()}: {r['reason']} (accept with --accept {r['expectation'].replace(',', ' --accept ')})", highlight=False)
+        out.print(f"[yellow]kept[/] {r['row_id']} {r['symbol']} {r['date'].date()}: {escape(str(r['reason']))} (accept with --accept {r['expectation'].replace(',', ' --accept ')})", highlight=False)
     if len(result.released):
         days = result.released["date"]
         out.print(f"Refresh the moves of those days: aimoves derive --start {days.min().date()} --end {days.max().date()} --data-dir {data_dir}", highlight=False)

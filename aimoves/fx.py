@@ -82,15 +82,19 @@ def update_fx(source, universe: Universe, start: date, end: date, data_dir, run_
     if source.name != "replay":
         write_raw(batch, data_dir, dataset="fx")
     result = validate_fx(normalize_fx(batch, universe), now.date())
-    written = upsert(fx_for_write(result, now), FX, data_dir)
+    written = upsert(fx_for_write(result, now), FX, data_dir) if len(result.passed) else None
     if len(result.quarantined):
         upsert(with_quarantine_stamps(result.quarantined, run_id, now), QUARANTINE_FX, data_dir)
+    reasons = {f.symbol: f.reason for f in batch.failures}
+    missing = [f"{cur} ({reasons[sym]})" for cur, sym in universe.fx.items() if sym in reasons]
+    # Which input is missing, in one line (the summary adds that USD columns stay empty).
+    error = f"no FX rates for {', '.join(missing)}" if missing else result.batch_error
     return {
         "window": f"{start}..{end}",
         "passed": len(result.passed),
         "quarantined": len(result.quarantined),
         "failures": [{"symbol": f.symbol, "reason": f.reason} for f in batch.failures],
         "failed_expectations": result.failed_expectations,
-        "partitions_written": written.partitions_written,
-        "error": result.batch_error,
+        "partitions_written": written.partitions_written if written else [],
+        "error": error,
     }

@@ -67,6 +67,7 @@ def normalize_prices(batch: PriceBatch, market: str, settled_through: date | Non
     if "adj_close" not in bars.columns:
         bars["adj_close"] = bars["close"]  # NOTE: auto-adjusted data has no Adj Close: close is adjusted
     source = bars.pop("Source") if "Source" in bars.columns else pd.Series(batch.source, index=bars.index)
+    flags = bars["Flags"] if "Flags" in bars.columns else None  # dq flags a source attached (csv: adj_close_from_close)
     out = pd.DataFrame(
         {
             "date": bars["Date"],
@@ -78,6 +79,8 @@ def normalize_prices(batch: PriceBatch, market: str, settled_through: date | Non
             "source": source.astype("string"),
         }
     )
+    if flags is not None:
+        out["dq_flags"] = [f if isinstance(f, tuple) else () for f in flags]  # NOTE: tuples: hashable, for duplicated()
     out["date"], bad_date = exchange_dates(bars["Date"], info.timezone)
     prices_cols = ["open", "high", "low", "close", "adj_close", "volume"]
     empty = out[prices_cols].isna().all(axis=1)

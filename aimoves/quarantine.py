@@ -26,8 +26,14 @@ def _row_ids(frame: pd.DataFrame) -> list[str]:
 def quarantine_for_write(
     validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, run_id: str, now: datetime
 ) -> pd.DataFrame:
-    """Every quarantined row of the write window: failed checks, unreadable rows, unparsable dates."""
-    parts = [in_window(validation.quarantined, plan.request.start, plan.write_end)]
+    """Every quarantined row: failed checks, unreadable rows, unparsable dates, and passed rows whose
+    exchange date falls outside the fetched window (so no fetched row is silently left out)."""
+    outside = validation.passed.drop(index=in_window(validation.passed, plan.request.start, plan.write_end).index)
+    outside = outside.drop(columns="dq_flags", errors="ignore").assign(
+        expectation="date_in_fetched_window",
+        reason=[f"{d.date()} is outside the fetched window {plan.request.start}..{plan.write_end}" for d in outside["date"]],
+    )
+    parts = [validation.quarantined, outside]
     for extra, expectation in ((normalized.rejected, "row_readable"), (rejected_from_source(batch, plan.market), "row_readable")):
         if len(extra):
             extra = extra.copy()

@@ -218,7 +218,10 @@ def raise_if_failed(summary: RunSummary) -> RunSummary:
     """RunFailed when a market errored or wrote no valid row (closed markets aside)."""
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
     if failed:
-        reasons = "; ".join(f"{m.market}: {m.error or 'no valid rows fetched'}" for m in failed)
+        by_reason: dict[str, list[str]] = {}  # one reason said once, e.g. "US, HK, CN: Yahoo Finance unreachable: ..."
+        for m in failed:
+            by_reason.setdefault(m.error or "no valid rows fetched", []).append(m.market)
+        reasons = "; ".join(f"{', '.join(markets)}: {reason}" for reason, markets in by_reason.items())
         raise RunFailed(f"{summary.flow} could not complete: {reasons}", summary)
     return summary
 

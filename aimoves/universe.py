@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,6 +80,21 @@ class Universe(BaseModel):
             seen[stock.symbol] = i
         return self
 
+    @model_validator(mode="after")
+    def _one_sector_per_company(self) -> Universe:
+        first: dict[str, int] = {}
+        for i, stock in enumerate(self.stocks):
+            if stock.company is None:
+                continue
+            j = first.setdefault(stock.company, i)
+            other = self.stocks[j]
+            if other.sector != stock.sector:
+                raise ValueError(
+                    f"stocks[{i}].sector: {stock.symbol} is in {stock.sector} but {other.symbol} (stocks[{j}]) of the same "
+                    f"company {stock.company!r} is in {other.sector}; a company has one sector"
+                )
+        return self
+
     def stocks_in(self, markets: list[str] | tuple[str, ...] = MARKETS) -> list[Stock]:
         return [s for s in self.stocks if s.market in markets]
 
@@ -100,10 +118,87 @@ class Universe(BaseModel):
 
 
 DEFAULT_UNIVERSE = "the default universe (aimoves/universe.yaml)"
+# A universe may use anchors and aliases, but what they expand to is bounded: at most this many
+# nodes beyond ten times the document's own (an alias bomb of 9 levels expands to 9^9).
+ALIAS_EXPANSION_BUDGET = 10_000
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # NOTE: the C loader is ~15x faster on a large universe
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, except that a date YAML cannot build (2025-13-01) stays text for the model to report."""
+
+
+def _timestamp_or_text(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except ValueError:  # NOTE: PyYAML raises ValueError, not a YAMLError, for an impossible date
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(distinct nodes, nodes once every alias is expanded), in one pass over the distinct nodes."""
+    expanded: dict[int, int] = {}  # id(node) -> nodes it stands for
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in expanded:
+            continue
+        value = node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ()
+        children = [n for pair in value for n in pair] if isinstance(node, yaml.MappingNode) else list(value)
+        if done:
+            expanded[id(node)] = 1 + sum(expanded[id(c)] for c in children)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in expanded)
+    return len(expanded), expanded[id(root)]
+
+
+def _duplicate_keys(root: yaml.Node, source: str) -> list[str]:
+    """A message per key given twice in one mapping (merge keys `<<` aside), in line order."""
+    found: list[tuple[int, str]] = []
+    visited: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in visited or isinstance(node, yaml.ScalarNode):
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+            continue
+        first: dict[object, yaml.Node] = {}
+        for key, value in node.value:
+            stack.append(value)
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key.value in first:
+                line, before = key.start_mark.line + 1, first[key.value].start_mark.line + 1
+                found.append((line, f"{source}, line {line}: key {key.value!r} is given twice (first at line {before}); the second would silently replace the first"))
+            else:
+                first[key.value] = key
+    return [message for _, message in sorted(found)]
+
+
+def _check_nodes(root: yaml.Node, text: str, source: str) -> None:
+    """Refuse alias bombs and duplicate keys; linear in the document's distinct nodes."""
+    if "&" in text:  # NOTE: no anchor, no alias: the expansion is the document itself
+        distinct, total = _expanded_size(root)
+        limit = 10 * distinct + ALIAS_EXPANSION_BUDGET
+        if total > limit:
+            raise ConfigError(
+                f"{source}: YAML aliases expand {distinct:,} nodes to {total:,}, over the limit of {limit:,}; "
+                "write the entries out instead of nesting aliases"
+            )
+    duplicates = _duplicate_keys(root, source)
+    if duplicates:
+        raise ConfigError("invalid universe file:\n  " + "\n  ".join(duplicates))
 
 
 def _line_index(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """Map each path in a composed YAML document to its 1-based line."""
+    """Map each path in a composed YAML document to its 1-based line (aliases bounded by `_check_nodes`)."""
     lines = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -135,31 +230,63 @@ def _describe(loc: tuple, data: object) -> str:
     return "".join(parts)
 
 
+def _load(text: str, source: str) -> tuple[object, yaml.Node | None]:
+    """The document's data and its node tree, refused when malformed, an alias bomb or with duplicate keys."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_nodes(node, text, source)
+        return loader.construct_document(node), node
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}, line {mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a universe file") from None
+    finally:
+        loader.dispose()
+
+
+# A model check that names a stock ("stocks[3].sector: ...") is reported at that stock's line.
+_STOCK_PREFIX = re.compile(r"^(?:Value error, )?stocks\[(\d+)\](?:\.(\w+))?: ")
+
+
 def parse_universe(text: str, source: str) -> Universe:
     """Parse and validate universe YAML; errors name the file, line and field."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # NOTE: the C loader is ~15x faster on a large universe
-    try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    data, node = _load(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with 'stocks', 'benchmarks', 'fx'")
     try:
         return Universe.model_validate(data)
     except ValidationError as exc:
-        node = yaml.compose(text, Loader=loader)  # line numbers, only when there is an error to point at
         lines = _line_index(node) if node is not None else {}
         messages = []
         errors = exc.errors()
         for err in errors:
             loc = tuple(err["loc"])
+            msg = err["msg"]
+            named = _STOCK_PREFIX.match(msg) if not loc else None
+            if named:
+                loc = ("stocks", int(named.group(1)), *((named.group(2),) if named.group(2) else ()))
+                msg = msg[named.end():]
             if any(len(o["loc"]) > len(loc) and tuple(o["loc"][: len(loc)]) == loc for o in errors):
                 continue  # a deeper error explains this one
             line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
             where = f"{source}, line {line}" if line else source
             field = _describe(loc, data) or "(top level)"
-            messages.append(f"{where}: {field}: {err['msg']}")
+            messages.append(f"{where}: {field}: {msg}")
         raise ConfigError("invalid universe file:\n  " + "\n  ".join(messages)) from None
+
+
+def _resolve_feed(feed: str, folder: Path) -> str:
+    """A local feed path relative to the universe file's folder, made absolute; URLs unchanged."""
+    if urlsplit(feed).scheme in ("http", "https", "file"):
+        return feed
+    path = Path(feed).expanduser()
+    return feed if path.is_absolute() else os.path.normpath(folder / path)
 
 
 def load_universe(path: str | Path | None = None) -> Universe:
@@ -174,4 +301,8 @@ def load_universe(path: str | Path | None = None) -> Universe:
         raise ConfigError(f"{p}: universe file not found") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_universe(text, str(p))
+    universe = parse_universe(text, str(p))
+    if not universe.feeds:
+        return universe
+    folder = p.parent.resolve()
+    return universe.model_copy(update={"feeds": tuple(_resolve_feed(f, folder) for f in universe.feeds)})

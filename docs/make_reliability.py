@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_crash.py", "tests/test_badinputs.py", "tests/test_yahoo_faults.py"]
+TESTS = ["tests/test_crash.py", "tests/test_badinputs.py", "tests/test_yahoo_faults.py", "tests/test_hostile.py"]
 SECTIONS = [
     ("fake Yahoo fault", "Faults from a fake Yahoo on 127.0.0.1 (the real yfinance code parses every response)"),
     ("bad input", "Bad inputs (`tests/badinputs/`, expected outcomes in `expected.yaml`)"),
+    ("hostile input", "Hostile inputs bounded in time and memory (each run in a subprocess under `resource.setrlimit`)"),
     ("forked worker, timer", "Crash trials: SIGKILL at a moment of the run (forked worker running the whole recipe)"),
     ("forked worker, point", "Crash trials: SIGKILL just before or after publishing a file (`os.replace`)"),
     ("aimoves command", "Crash trials: SIGKILL to the real `aimoves backfill` command and its embedded Prefect server"),
@@ -56,6 +57,10 @@ def main() -> int:
     ]
     lines += [f"A forked trial counts only when its kill landed while the run was writing: {r['outcome']}." for r in rows
               if r["kind"] == "forked worker, summary"]
+    classes = Counter(r["class"] for r in rows if r.get("class"))
+    if classes:
+        lines += ["", "## Hostile-input classes (issue 10; cases of every section below that carry a class)", "", "| class | cases |", "|---|---|"]
+        lines += [f"| {name} | {n} |" for name, n in sorted(classes.items())]
     for kind, title in SECTIONS:
         mine = [r for r in rows if r["kind"] == kind]
         if not mine:

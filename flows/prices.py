@@ -8,7 +8,6 @@ Prefect: `aimoves.run.run_prices`).
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -35,7 +34,7 @@ __all__ = ["NEEDS_ATTENTION", "RunFailed", "backfill", "daily", "prices"]
 
 def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, universe: Universe, catalog: Catalog, now: datetime | None = None) -> RunSummary:
     """The recipe: every market's prices, then FX, news and moves over what was written, then the record and artifacts."""
-    run = with_rate_limit(start_run(kind, settings, universe, catalog, now))
+    run = start_run(kind, settings, universe, catalog, now)
     work = run_markets(plans, run, market)
     if work:
         s = run.summary
@@ -60,27 +59,6 @@ def market(plan: MarketPlan, run: Run) -> MarketReport:
     checked = t.validate(normalized, plan, run.universe, run.now)
     written = t.write(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now)
     return report_market(plan, batch, normalized, checked, written, raw)
-
-
-YAHOO_RATE_LIMIT = "yahoo-api"
-
-
-def yahoo_rate_limit() -> None:
-    """Take a slot of the global rate limit `yahoo-api` when the server has one (else no-op).
-
-    Create it once per server: `prefect gcl create yahoo-api --limit 2 --slot-decay-per-second 0.5`
-    (at most ~2 requests in flight, refilled one every 2 s), and every flow shares that rate.
-    """
-    from prefect.concurrency.sync import rate_limit
-
-    rate_limit(YAHOO_RATE_LIMIT, occupy=1, timeout_seconds=600, strict=False)
-
-
-def with_rate_limit(run: Run) -> Run:
-    """Yahoo requests take the server's `yahoo-api` rate limit (shared by every flow run)."""
-    if run.source.name == "yahoo":
-        run.source = dataclasses.replace(run.source, throttle=yahoo_rate_limit)  # type: ignore[type-var]
-    return run
 
 
 def publish_run(summary: RunSummary, catalog: Catalog) -> None:

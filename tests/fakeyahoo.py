@@ -95,6 +95,7 @@ it logged and ends with "possibly delisted; no timezone found". Tests should acc
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -194,12 +195,7 @@ class FakeYahoo:
 
     def session(self) -> requests.Session:
         """A requests.Session that sends every *.yahoo.com request to this server."""
-        s = requests.Session()
-        s.trust_env = False
-        adapter = _LoopbackAdapter(self.port)
-        s.mount("https://", adapter)
-        s.mount("http://", adapter)
-        return s
+        return session_to("127.0.0.1", self.port)
 
     # -- misbehaviour ----------------------------------------------------------------------
     def misbehave(
@@ -407,12 +403,33 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"finance": {"result": None, "error": {"code": "Not Found", "description": "HTTP 404 Not Found"}}})
 
 
+def session_to(host: str, port: int, scheme: str = "http") -> requests.Session:
+    """A requests.Session that sends every *.yahoo.com request to `scheme://host:port` instead.
+
+    Besides the fake server: a closed port (connection refused), a host that does not resolve
+    (a name under `.invalid`, with the test's resolver failing it), or the fake server spoken to
+    over `https` while it answers plain HTTP (the TLS handshake fails)."""
+    s = requests.Session()
+    s.trust_env = False
+    adapter = _LoopbackAdapter(port, host, scheme)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    return s
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class _LoopbackAdapter(HTTPAdapter):
     """Sends *.yahoo.com to the fake server (same path and query); refuses any other host."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", scheme: str = "http") -> None:
         super().__init__()
-        self._port = port
+        self._port, self._host, self._scheme = port, host, scheme
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         parts = urlsplit(request.url or "")
@@ -420,8 +437,8 @@ class _LoopbackAdapter(HTTPAdapter):
         if host != "yahoo.com" and not host.endswith(".yahoo.com"):
             raise requests.ConnectionError(f"fakeyahoo: refusing to contact {host!r} (only *.yahoo.com is faked)")
         loop = request.copy()  # NOTE: keep the original so cookies are filed under the Yahoo URL
-        loop.url = urlunsplit(("http", f"127.0.0.1:{self._port}", parts.path or "/", parts.query, ""))
-        loop.headers["Host"] = f"127.0.0.1:{self._port}"
+        loop.url = urlunsplit((self._scheme, f"{self._host}:{self._port}", parts.path or "/", parts.query, ""))
+        loop.headers["Host"] = f"{self._host}:{self._port}"
         loop.headers["X-Fake-Host"] = host
         kwargs["proxies"] = {}
         return super().send(loop, **kwargs)

@@ -34,11 +34,18 @@ EARLIER = "Date,Open,High,Low,Close,Adj Close,Volume\n" + "\n".join(
 ) + "\n"
 
 
-def _record(case: str, outcome: str) -> None:
+def _data_lines(path: Path) -> int:
+    """Non-blank lines of a CSV case after its header (1 line, or 3 for yfinance's to_csv())."""
+    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return len(lines) - (3 if lines and lines[0].startswith("Price") else 1)
+
+
+def _record(case: str, outcome: str, klass: str | None = None) -> None:
     out = os.environ.get("AIMOVES_RELIABILITY_OUT")
     if out:
         with open(out, "a") as f:
-            f.write(json.dumps({"kind": "bad input", "point": case, "outcome": outcome, "verdict": "ok"}) + "\n")
+            row = {"kind": "bad input", "point": case, "outcome": outcome, "verdict": "ok", "class": klass or EXPECTED.get(case, {}).get("class")}
+            f.write(json.dumps(row) + "\n")
 
 
 def _run(data_dir: Path, csv_dir: Path, end: date) -> RunSummary:
@@ -100,6 +107,11 @@ def test_prices_case(case: str, stored: Path, tmp_path: Path) -> None:
         assert counts.get(name) == n, counts
     if not expected.get("quarantined"):
         assert quarantine.empty, quarantine[["expectation", "reason"]]
+    # Every input row ends in exactly one place (issue 10.6): written, quarantined by this run (the
+    # summary's count is what was stored), or counted (identical duplicate, empty bar, live bar).
+    assert len(quarantine[quarantine["run_id"] == summary.run_id] if len(quarantine) else quarantine) == report.quarantined
+    counted = report.passed + report.quarantined + report.duplicates_collapsed + report.empty_bars_dropped + report.unsettled_dropped
+    assert counted == _data_lines(CORPUS / case), (counted, report)
     if "reason" in expected:
         assert any(expected["reason"] in r for r in quarantine["reason"]), list(quarantine["reason"])
     flags = window["dq_flags"].explode().value_counts().to_dict()
@@ -165,6 +177,17 @@ def test_news_case(case: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     now = datetime(2026, 1, 5, tzinfo=UTC)
     result = update_news("rss", universe, ["US", "HK"], date(2025, 1, 20), date(2025, 2, 7), data_dir, "run1", now)
+    if "failure" in expected:
+        reasons = [f["reason"] for f in result["failures"]]
+        assert any(expected["failure"] in r for r in reasons), reasons
+        manifest = next((data_dir / "raw" / "news").rglob("manifest.json"))
+        assert json.loads(manifest.read_text())["payloads"] == []  # a rejected file is not copied into raw/
+        secret = expected.get("secret", "\0never")
+        raw = b"".join(p.read_bytes() for p in (data_dir / "raw").rglob("*") if p.is_file())
+        assert secret.encode() not in raw and not any(secret in r for r in reasons)
+        assert not (data_dir / "news").exists()
+        _record(case, f"refused, nothing stored in raw/: {'; '.join(reasons)}", expected.get("class"))
+        return
     assert result is not None and not result.get("batch_error"), result
     stored = load_news(data_dir)
     assert len(stored) == expected["rows"], stored[["title", "url"]] if len(stored) else result

@@ -150,7 +150,7 @@ def test_realdata_january_2025(prefect_harness, tmp_path: Path, realdata_dir: Pa
     hk_dates = {d.isoformat() for d in hk.index}
     assert not hk_dates & {"2025-01-29", "2025-01-30", "2025-01-31"}
     half_day = hk.loc[pd.Timestamp("2025-01-28").date()]
-    assert list(half_day["dq_flags"]) == ["zero_volume"]
+    assert list(half_day["dq_flags"]) == ["adj_close_from_close", "zero_volume"]  # 0981.HK.csv has no Adj Close
 
     # sector_moves: US semiconductors on 2025-01-27 is the mean of its members' adj_close returns,
     # computed here straight from the CSV files.

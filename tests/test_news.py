@@ -268,7 +268,7 @@ def test_rss_source_reads_paths_and_reports_bad_feeds(universe, feed_file: Path,
     reasons = {f.target: f.reason for f in batch.failures}
     assert "not" in reasons[f"file://{html}"] and "feed" in reasons[f"file://{html}"]
     assert "could not read the feed" in reasons[str(missing)] and "FileNotFoundError" in reasons[str(missing)]
-    assert [p.kind for p in batch.payloads] == ["feed", "feed"]
+    assert [p.meta["feed"] for p in batch.payloads] == [str(feed_file)]  # only what parsed as a feed is kept raw
 
 
 def test_non_utf8_feed_is_read_flagged_and_reported(universe, tmp_path: Path) -> None:

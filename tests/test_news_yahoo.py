@@ -11,6 +11,7 @@ import pytest
 
 from aimoves.news import NewsRequest, merge_news, normalize_news
 from aimoves.news.parse import parse_yahoo_news
+from aimoves.retry import RetryPolicy
 from aimoves.sources.yahoo import YahooNewsSource
 from aimoves.universe import parse_universe
 from fakeyahoo import FakeYahooNews, news_flat, news_nested
@@ -44,7 +45,7 @@ def fake(yf_cache_dir: Path) -> Iterator[FakeYahooNews]:
 
 
 def test_news_in_both_shapes_through_yfinance(fake: FakeYahooNews) -> None:
-    batch = YahooNewsSource(session=fake.session(), backoff_seconds=0.001).fetch_news(NewsRequest(("NVDA", "AMD", "0981.HK")))
+    batch = YahooNewsSource(session=fake.session(), retry=RetryPolicy(backoff_seconds=0.001)).fetch_news(NewsRequest(("NVDA", "AMD", "0981.HK")))
     assert batch.failures == []
     assert sorted(batch.items["source_shape"]) == ["yahoo_flat", "yahoo_nested", "yahoo_nested"]
     assert [p.name for p in batch.payloads] == ["NVDA.json", "AMD.json", "0981.HK.json"]
@@ -62,10 +63,20 @@ def test_news_in_both_shapes_through_yfinance(fake: FakeYahooNews) -> None:
 def test_rate_limit_is_retried_then_reported(fake: FakeYahooNews) -> None:
     fake.misbehave("AMD", status=429, times=None)
     calls: list[int] = []
-    source = YahooNewsSource(session=fake.session(), backoff_seconds=0.001, max_attempts=2, throttle=lambda: calls.append(1))
+    source = YahooNewsSource(session=fake.session(), retry=RetryPolicy(max_attempts=2, backoff_seconds=0.001), throttle=lambda: calls.append(1))
     batch = source.fetch_news(NewsRequest(("NVDA", "AMD")))
     assert len(calls) == 3  # NVDA once, AMD twice: every request passes the throttle
     assert [f.target for f in batch.failures] == ["AMD"]
     assert "rate limit" in batch.failures[0].reason and "2 attempts" in batch.failures[0].reason
     assert len(batch.items) == 2  # NVDA's items still arrive
     assert batch.notes and "retried" in batch.notes[0]
+
+
+def test_a_yahoo_down_page_is_transient_and_retried(fake: FakeYahooNews) -> None:
+    fake.misbehave("AMD", status=503, times=2)  # the first attempt (a request and yfinance's repeat): "Will be right back"
+    batch = YahooNewsSource(session=fake.session(), retry=RetryPolicy(max_attempts=3, backoff_seconds=0.001)).fetch_news(NewsRequest(("AMD",)))
+    assert batch.failures == [] and len(batch.items) == 1 and fake.news_calls["AMD"] == 3
+    fake.misbehave("AMD", status=503, times=None)
+    batch = YahooNewsSource(session=fake.session(), retry=RetryPolicy(max_attempts=2, backoff_seconds=0.001)).fetch_news(NewsRequest(("AMD",)))
+    reason = batch.failures[0].reason
+    assert "transient error on all 2 attempts" in reason and "HTTP 503" in reason, reason

@@ -6,6 +6,7 @@ Nothing here contacts the network except the `live` test (deselected by default)
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import date, time
@@ -15,11 +16,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import requests
 import yfinance.cache as yf_cache
+from curl_cffi.requests import exceptions as curl_exc
+from yfinance.exceptions import YFPricesMissingError, YFRateLimitError, YFTzMissingError
 
 from aimoves.normalize import normalize_prices
 from aimoves.sources.base import YAHOO_COLUMNS, PriceRequest
-from aimoves.sources.yahoo import YahooSource, classify_error, to_long_form
+from aimoves.retry import RetryPolicy
+from aimoves.sources.yahoo import YahooSource, classify, long_form
 from fakeyahoo import FakeYahoo, FakeSymbol, daily_bars
 
 # NYSE sessions 2025-01-21..31 (2025-01-20 is Martin Luther King Jr. Day).
@@ -52,8 +57,8 @@ def fake(yf_cache_dir: Path) -> Iterator[FakeYahoo]:
         yield server
 
 
-def source(fake: FakeYahoo, **kw: object) -> YahooSource:
-    return YahooSource(session=fake.session(), backoff_seconds=0.001, timeout_seconds=5, **kw)  # type: ignore[arg-type]
+def source(fake: FakeYahoo, max_attempts: int = 4, **kw: object) -> YahooSource:
+    return YahooSource(session=fake.session(), retry=RetryPolicy(max_attempts, backoff_seconds=0.001), timeout_seconds=5, **kw)  # type: ignore[arg-type]
 
 
 def us(*symbols: str) -> PriceRequest:
@@ -126,8 +131,8 @@ def test_rate_limited_twice_then_ok_is_retried(fake: FakeYahoo) -> None:
     assert batch.failures == []
     assert batch.bars.groupby("Ticker").size().to_dict() == {"AAA": 9, "BBB": 9}
     assert batch.notes == ["1 symbols retried after rate limit"]
-    assert fake.chart_calls["AAA"] == 2  # time zone + bars, once: AAA was not retried
-    assert fake.chart_calls["BBB"] >= 4  # two 429s, then time zone + bars
+    assert fake.bars_calls["AAA"] == 1  # AAA was not retried
+    assert fake.chart_calls["BBB"] >= 3  # two 429s (yfinance's time zone lookup and its repeat), then the bars
 
 
 def test_always_rate_limited_ends_as_failure(fake: FakeYahoo) -> None:
@@ -177,44 +182,83 @@ def test_every_request_batch_passes_the_throttle(fake: FakeYahoo) -> None:
     assert not batch.failures and len(calls) == 2  # one download per batch of one symbol
 
 
-def test_long_form_selects_levels_by_name() -> None:
-    idx = pd.DatetimeIndex(["2025-01-27", "2025-01-28"], name="Date")
-    cols = pd.MultiIndex.from_product([["X", "Y"], ["Adj Close", "Close", "High", "Low", "Open", "Volume"]], names=["Ticker", "Price"])
-    frame = pd.DataFrame(np.arange(24, dtype=float).reshape(2, 12), index=idx, columns=cols)
-    frame.loc[pd.Timestamp("2025-01-28"), "Y"] = np.nan  # yfinance's padding for a missing bar
-    long = to_long_form(frame, {"X": "x"})
+def test_long_form_keeps_the_exchange_day_and_drops_empty_rows() -> None:
+    idx = pd.DatetimeIndex(["2025-01-27", "2025-01-28", "2025-01-29"], tz="Asia/Hong_Kong", name="Date")
+    frame = pd.DataFrame(np.arange(18, dtype=float).reshape(3, 6), index=idx, columns=["Open", "High", "Low", "Close", "Adj Close", "Volume"])
+    frame.iloc[1] = np.nan  # a bar Yahoo sent as nulls
+    long = long_form(frame, "0700.HK")
     assert list(long.columns) == YAHOO_COLUMNS
     assert long[["Date", "Ticker", "Close", "Volume"]].values.tolist() == [
-        [pd.Timestamp("2025-01-27"), "x", 1.0, 5.0],
-        [pd.Timestamp("2025-01-28"), "x", 13.0, 17.0],
-        [pd.Timestamp("2025-01-27"), "Y", 7.0, 11.0],
+        [pd.Timestamp("2025-01-27"), "0700.HK", 3.0, 5.0],
+        [pd.Timestamp("2025-01-29"), "0700.HK", 15.0, 17.0],
     ]
+    assert long_form(pd.DataFrame(), "X").empty
+
+
+def _requests_dns_error() -> Exception:
+    """What requests raises when the name lookup fails (urllib3's NameResolutionError inside)."""
+    import socket
+
+    import urllib3.exceptions
+
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as gai:
+            raise urllib3.exceptions.NameResolutionError("yahoo.invalid", None, gai) from gai  # type: ignore[arg-type]
+    except urllib3.exceptions.NameResolutionError as exc:
+        return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/v8/finance/chart/X", exc))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    ("message", "kind"),
+    ("error", "status", "kind"),
     [
-        ("YFRateLimitError('Too Many Requests. Rate limited. Try after a while.')", "rate_limit"),
-        ("HTTPError('429 Client Error: Too Many Requests for url: https://query2.finance.yahoo.com/x')", "rate_limit"),
-        ("ReadTimeout('Operation timed out after 30001 milliseconds')", "transient"),
-        ("ConnectionError('Connection reset by peer')", "transient"),
-        ("HTTPError('503 Server Error: Service Unavailable for url: https://query2.finance.yahoo.com/x')", "transient"),
-        ("possibly delisted; no timezone found", "ambiguous"),
-        ("possibly delisted; no price data found  (1d 2025-01-20 -> 2025-02-01)", "ambiguous"),
-        ("HTTPError('404 Client Error: Not Found for url: https://query2.finance.yahoo.com/v10/finance/quoteSummary/NOPE')", "unknown"),
-        ("Data doesn't exist for startDate = 1737349200, endDate = 1738386000", "permanent"),
+        (YFRateLimitError(), 429, "rate_limit"),
+        (YFPricesMissingError("X", "", yahoo_reason="HTTP 503 Service Unavailable"), 503, "transient"),
+        (requests.ReadTimeout("Read timed out. (read timeout=30)"), None, "transient"),
+        (requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(10 bytes read)"), None, "transient"),
+        (curl_exc.ReadTimeout("Operation timed out after 30001 milliseconds"), None, "transient"),
+        (requests.ConnectionError("Failed to establish a new connection: [Errno 111] Connection refused"), None, "network"),
+        (requests.exceptions.SSLError("[SSL: WRONG_VERSION_NUMBER] wrong version number"), None, "network"),
+        (requests.ConnectTimeout("Connection to query2.finance.yahoo.com timed out"), None, "network"),
+        (curl_exc.DNSError("Could not resolve host: query2.finance.yahoo.com"), None, "network"),
+        (_requests_dns_error(), None, "network"),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), 200, "malformed"),
+        (KeyError("indicators"), 200, "malformed"),
+        (YFPricesMissingError("X", " (1d 2025-01-20 -> 2025-02-01)"), 200, "empty"),
+        (YFTzMissingError("X"), None, "unknown"),
+        (YFPricesMissingError("X", "", yahoo_reason="No data found, symbol may be delisted"), 404, "unknown"),
+        (ValueError("something else"), 200, "other"),
     ],
 )
-def test_classify_error(message: str, kind: str) -> None:
-    assert classify_error(message) == kind
+def test_classify(error: Exception, status: int | None, kind: str) -> None:
+    assert classify(error, status).kind == kind
+
+
+def test_dns_and_tls_failures_say_so() -> None:
+    assert "(DNS)" in classify(_requests_dns_error()).message and "yahoo.invalid" in classify(_requests_dns_error()).message
+    assert "(DNS)" in classify(curl_exc.DNSError("Could not resolve host: query2.finance.yahoo.com")).message
+    assert "TLS" in classify(requests.exceptions.SSLError("wrong version number")).message
 
 
 @pytest.mark.live
 def test_live_nvda_one_week() -> None:
     """Real Yahoo: NVDA in the DeepSeek week (run with `pytest -m live`)."""
-    batch = YahooSource(backoff_seconds=5).fetch_prices(PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 31)))
+    batch = YahooSource(retry=RetryPolicy(backoff_seconds=5)).fetch_prices(PriceRequest("US", ("NVDA",), date(2025, 1, 27), date(2025, 1, 31)))
     assert batch.failures == [], batch.failures
     assert [pd.Timestamp(d).date() for d in batch.bars["Date"]] == [date(2025, 1, d) for d in (27, 28, 29, 30, 31)]
     assert (batch.bars[["Open", "High", "Low", "Close", "Adj Close"]] > 0).all().all()
     closes = batch.bars.set_index("Date")["Close"]
     assert 100 < closes.iloc[0] < 140  # NVDA closed about 118.4 on 2025-01-27, down 17%
+
+
+def test_the_default_session_notes_status_and_retry_after(fake: FakeYahoo) -> None:
+    """Production's session (curl_cffi, as yfinance makes it) keeps what yfinance drops: a 429's Retry-After."""
+    from aimoves.sources import yahoo
+
+    session = yahoo.new_session()
+    fake.misbehave("BBB", status=429, times=1, retry_after=7)
+    response = session.get(f"http://127.0.0.1:{fake.port}/v8/finance/chart/BBB", params={"range": "1d"})
+    assert response.status_code == 429 and (yahoo._seen.status, yahoo._seen.retry_after) == (429, "7")
+    session.get(f"http://127.0.0.1:{fake.port}/v8/finance/chart/BBB", params={"range": "1d"})
+    assert (yahoo._seen.status, yahoo._seen.retry_after) == (200, None)

@@ -83,7 +83,7 @@ YF_SINGLE = "Date,Volume,Close,Open,High,Low\n2025-01-27 00:00:00-05:00,81883090
 def test_csv_formats(text: str, symbol: str, has_adj: bool) -> None:
     bars, rejected = read_price_csv(text.encode(), f"{symbol}.csv", symbol)
     assert rejected.empty
-    assert ("Adj Close" in bars.columns) == has_adj
+    assert bars["Flags"].map(lambda f: "adj_close_from_close" in f).all() == (not has_adj)
     market = "HK" if symbol.endswith(".HK") else "US"
     from aimoves.sources.base import PriceBatch
 
@@ -130,7 +130,7 @@ def test_csv_source_reports_missing_and_bad_files_and_goes_on(tmp_path: Path) ->
     reasons = {f.symbol: f.reason for f in batch.failures}
     assert "missing column" in reasons["AMD"] and "AMD.csv" in reasons["AMD"]
     assert "no file" in reasons["MSFT"]
-    assert [p.name for p in batch.payloads] == ["NVDA.csv", "AMD.csv"]
+    assert [p.name for p in batch.payloads] == ["NVDA.csv"]  # raw/ keeps only files that parsed as price CSVs
 
 
 # --- replay ----------------------------------------------------------------------------------

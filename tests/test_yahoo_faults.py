@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -30,9 +31,11 @@ import pytest
 import yfinance.cache as yf_cache
 
 from aimoves.raw import MANIFEST, write_raw
+from aimoves.retry import RetryPolicy
 from aimoves.sources.base import PriceBatch, PriceRequest
-from aimoves.sources.yahoo import YahooSource
-from fakeyahoo import FakeSymbol, FakeYahoo, daily_bars
+from aimoves.sources.yahoo import YahooNewsSource, YahooSource, YahooUnreachable
+from aimoves.news import NewsRequest
+from fakeyahoo import FakeSymbol, FakeYahoo, closed_port, daily_bars, session_to
 
 # NYSE sessions 2025-01-21..31 (2025-01-20 is Martin Luther King Jr. Day).
 US_DAYS = [date(2025, 1, d) for d in (21, 22, 23, 24, 27, 28, 29, 30, 31)]
@@ -71,10 +74,12 @@ class Sleeps(list):
         self.append(seconds)
 
 
-def source(fake: FakeYahoo, sleeps: Sleeps, **kw: object) -> YahooSource:
-    kw.setdefault("backoff_seconds", 1.0)
-    kw.setdefault("timeout_seconds", 5)
-    return YahooSource(session=fake.session(), sleep=sleeps, **kw)  # type: ignore[arg-type]
+def source(
+    fake: FakeYahoo, sleeps: Sleeps, *, max_attempts: int = 4, backoff_seconds: float = 1.0, max_retry_after_seconds: float = 60.0,
+    timeout_seconds: float = 5,
+) -> YahooSource:
+    retry = RetryPolicy(max_attempts, backoff_seconds, max_retry_after_seconds, sleep=sleeps)
+    return YahooSource(session=fake.session(), retry=retry, timeout_seconds=timeout_seconds)
 
 
 def us(*symbols: str) -> PriceRequest:
@@ -331,3 +336,86 @@ def test_mixed_batch_keeps_the_healthy_and_lists_the_failed(fake: FakeYahoo, tmp
         f"AAA and GGG written (9 bars each), the 6 others listed as failed with their reasons in {elapsed:.1f} s; "
         f"notes: {'; '.join(batch.notes)}",
     )
+
+
+# -- Yahoo out of reach ------------------------------------------------------------------------
+@pytest.fixture()
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolver fails every name under .invalid, as with no network (no query leaves the machine)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def unreachable(how: str, fake: FakeYahoo) -> object:
+    if how == "connection refused":
+        return session_to("127.0.0.1", closed_port())
+    if how == "DNS":
+        return session_to("query2.yahoo.invalid", 80)
+    return session_to("127.0.0.1", fake.port, scheme="https")  # "TLS": the fake answers plain HTTP
+
+
+@pytest.mark.parametrize(("how", "said"), [("connection refused", "Connection refused"), ("DNS", "(DNS)"), ("TLS", "TLS")])
+def test_yahoo_out_of_reach_is_one_error_not_a_failure_per_symbol(fake: FakeYahoo, no_dns: None, how: str, said: str) -> None:
+    sleeps = Sleeps()
+    src = YahooSource(session=unreachable(how, fake), retry=RetryPolicy(4, 1.0, sleep=sleeps), timeout_seconds=2)
+    started = time.perf_counter()
+    with pytest.raises(YahooUnreachable) as raised:
+        src.fetch_prices(us(*SYMBOLS))
+    message = str(raised.value)
+    assert message.startswith("Yahoo Finance unreachable: ") and said in message, message
+    assert "delisted" not in message and "timezone" not in message
+    assert len(sleeps) == 1  # the first symbol tried twice, the other six not at all
+    assert time.perf_counter() - started < 3
+    assert sum(fake.chart_calls.values()) == 0
+    # The next market of the run fails at once, with the same reason.
+    with pytest.raises(YahooUnreachable, match="Yahoo Finance unreachable"):
+        src.fetch_prices(PriceRequest("HK", ("0700.HK",), START, END))
+    assert len(sleeps) == 1
+    # News says it once too.
+    news = YahooNewsSource(session=unreachable(how, fake), retry=RetryPolicy(2, 0.001))
+    with pytest.raises(YahooUnreachable, match=f"Yahoo Finance unreachable: .*{said}"):
+        news.fetch_news(NewsRequest(SYMBOLS))
+    _record(f"Yahoo out of reach ({how})", f"one error for the whole fetch after 2 tries of the first symbol: {short(message)}")
+
+
+def test_a_connection_error_after_yahoo_answered_is_that_symbol_s(fake: FakeYahoo) -> None:
+    """Once Yahoo has answered in a fetch, a network error is retried and blamed on its symbol only."""
+    session = fake.session()
+    # requests picks the adapter of the longest matching prefix: BBB's charts go to a closed port.
+    session.mount("https://query2.finance.yahoo.com/v8/finance/chart/BBB", session_to("127.0.0.1", closed_port()).get_adapter("https://x"))
+    sleeps = Sleeps()
+    batch = YahooSource(session=session, retry=RetryPolicy(4, 1.0, sleep=sleeps)).fetch_prices(us("AAA", "BBB"))
+    assert rows(batch) == {"AAA": 9}
+    reason = reasons(batch)["BBB"]
+    assert reason.startswith("network error on all 2 attempts: the connection failed") and "Connection refused" in reason, reason
+    assert len(sleeps) == 1 and batch.notes == ["1 symbols retried once after a network error"]
+    _record("connection refused for one symbol after Yahoo answered another", f"AAA's 9 bars kept, BBB failed: {short(reason)}")
+
+
+@pytest.mark.flow
+def test_aimoves_daily_offline_says_yahoo_is_unreachable_once(tmp_path: Path, small_universe_file: Path) -> None:
+    """The real command with Yahoo out of reach: every request goes to a proxy on a closed local
+    port (curl_cffi honours HTTPS_PROXY), so the connection is refused and nothing leaves the machine."""
+    import subprocess
+    import sys
+
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {**os.environ, "HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "aimoves", "daily", "--universe", str(small_universe_file), "--data-dir", str(tmp_path / "data")],
+                            capture_output=True, text=True, env=env, timeout=400)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Yahoo Finance unreachable: the connection failed") and lines[0].endswith("; nothing was written"), lines[:3]
+    assert len(lines) < 20 and result.stdout.count("Yahoo Finance unreachable") == 1
+    everything = result.stdout + result.stderr
+    assert "delisted" not in everything and "no timezone found" not in everything and " failed symbol " not in everything
+    assert everything.count("no global concurrency limit 'yahoo-api'") == 1 and "prefect gcl create yahoo-api" in everything
+    assert not list((tmp_path / "data").glob("prices/**/*.parquet"))
+    _record("aimoves daily with Yahoo out of reach (connection refused)", f"exit 1 in {len(lines)} summary lines, the first: {short(lines[0])}")

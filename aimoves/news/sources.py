@@ -2,8 +2,10 @@
 simulated in aimoves.news.simulated).
 
 * `rss`: every feed listed in the universe's `feeds:` (http(s) URLs, `file://` URLs or local
-  paths), read as bytes (stored raw), parsed with feedparser. A feed that cannot be read or is not
-  a feed becomes a `NewsFailure` with the reason; the other feeds go on.
+  paths, relative ones from the universe file's folder), read within a size limit and a total
+  deadline (`aimoves.fetch_limits`; local paths only when they are regular files), parsed with
+  feedparser. Only a feed that parsed is stored raw. A feed that cannot be read or is not a feed
+  becomes a `NewsFailure` with the reason (never its content); the other feeds go on.
 * `replay`: every fetch stored under `raw/news/`, parsed again with the same parsers; items keep
   their original source and their fetch time as `first_seen_at`. With a window, items published
   from the day before `start` to the day after `end` (UTC) are kept.
@@ -14,17 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
 from aimoves.errors import AimovesError
+from aimoves.fetch_limits import FetchLimits, FetchRefused, excerpt, read_bounded
 from aimoves.news.base import NewsBatch, NewsFailure, NewsPayload, NewsRequest, NewsSource, empty_items, items_frame
 from aimoves.news.parse import parse_feed, parse_yahoo_news
 from aimoves.news.raw import fetched_at_of, news_manifests
+from aimoves.retry import RetryPolicy, is_transient_request, retry_call
 from aimoves.universe import Universe
 
 log = logging.getLogger(__name__)
@@ -33,37 +36,27 @@ NEWS_SOURCES = ("yahoo", "rss", "simulated", "replay", "none")
 USER_AGENT = "aimoves/0.1 news reader (feedparser)"
 
 
-def _read_feed(feed: str, timeout: float, attempts: int = 2) -> tuple[bytes, str | None]:
-    """A feed's bytes and content type (None for files)."""
-    parts = urlsplit(feed)
-    if parts.scheme in ("http", "https"):
-        import requests  # NOTE: installed with yfinance
+FEED_RETRY = RetryPolicy(max_attempts=2, backoff_seconds=1.0)
 
-        last: Exception | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                response = requests.get(feed, timeout=timeout, headers={"User-Agent": USER_AGENT})
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise requests.HTTPError(f"HTTP {response.status_code}")
-                response.raise_for_status()
-                return response.content, response.headers.get("Content-Type")
-            except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
-                last = exc
-                transient = not isinstance(exc, requests.HTTPError) or "HTTP 5" in str(exc) or "HTTP 429" in str(exc)
-                if attempt < attempts and transient:
-                    time.sleep(1.0 * attempt)
-                    continue
-                raise
-        raise last  # type: ignore[misc]
-    path = Path(unquote(parts.path)) if parts.scheme == "file" else Path(feed).expanduser()
-    return path.read_bytes(), None
+
+def _read_feed(feed: str, limits: FetchLimits, retry: RetryPolicy = FEED_RETRY) -> tuple[bytes, str | None]:
+    """A feed's bytes and content type (None for files), within `limits` for all attempts together."""
+    deadline = time.monotonic() + limits.deadline_s
+
+    def get(attempt: int) -> tuple[bytes, str | None]:
+        return read_bounded(feed, limits.max_bytes, max(0.0, deadline - time.monotonic()), {"User-Agent": USER_AGENT})
+
+    def retryable(exc: BaseException, attempt: int) -> bool:  # only while the deadline leaves room for the wait
+        return is_transient_request(exc) and deadline - time.monotonic() > retry.backoff_seconds * 1.5 * attempt + 1
+
+    return retry_call(get, retry, retryable, feed)
 
 
 @dataclass(frozen=True)
 class RssNewsSource:
     feeds: tuple[str, ...]
     name: str = "rss"
-    timeout_seconds: float = 20.0
+    limits: FetchLimits = field(default_factory=FetchLimits.for_feeds)
 
     def fetch_news(self, request: NewsRequest) -> NewsBatch:
         fetched_at = datetime.now(UTC)
@@ -73,16 +66,20 @@ class RssNewsSource:
         notes: list[str] = []
         for i, feed in enumerate(self.feeds):
             try:
-                data, content_type = _read_feed(feed, self.timeout_seconds)
-            except Exception as exc:  # noqa: BLE001 - one unreadable feed must not stop the others
-                failures.append(NewsFailure(feed, f"could not read the feed: {type(exc).__name__}: {exc}"))
+                data, content_type = _read_feed(feed, self.limits)
+            except FetchRefused as exc:
+                failures.append(NewsFailure(feed, f"refused: {exc}"))
                 continue
-            payloads.append(NewsPayload(f"feed-{i:03d}.xml", "feed", data, {"feed": feed, "content_type": content_type}))
+            except Exception as exc:  # noqa: BLE001 - one unreadable feed must not stop the others
+                failures.append(NewsFailure(feed, f"could not read the feed: {type(exc).__name__}: {excerpt(str(exc), 200)}"))
+                continue
             found, feed_notes, fatal = parse_feed(data, feed, fetched_at, content_type)
             notes.extend(feed_notes)
             if fatal:
+                # NOTE: raw/ keeps only what parsed as a feed: a rejected file (/etc/shadow ...) is not copied.
                 failures.append(NewsFailure(feed, fatal))
                 continue
+            payloads.append(NewsPayload(f"feed-{i:03d}.xml", "feed", data, {"feed": feed, "content_type": content_type}))
             if not found:
                 notes.append(f"{feed}: the feed has no items")
             records.extend(found)

@@ -261,7 +261,8 @@ def validate_news(frame: pd.DataFrame, now: datetime, max_future_skew_seconds: f
     now_ts = pd.Timestamp(now).tz_convert(UTC) if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz=UTC)
     published = pd.to_datetime(work["published_at"], utc=True)
     work["published_ahead_seconds"] = (published - now_ts).dt.total_seconds()
-    base = [c for c in work.columns if c != "published_ahead_seconds"]
+    work["published_year"] = published.dt.year
+    base = [c for c in work.columns if c not in ("published_ahead_seconds", "published_year")]
     return split_by_suite("news", work, base, params, {"now": now_ts.isoformat(), **params})
 
 
