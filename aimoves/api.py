@@ -9,8 +9,10 @@ dataset's explicit Arrow schema (a column added after a file was written reads a
 pushing the filters down: partitions outside the markets/regions and years asked for are not opened,
 row groups outside the dates are skipped. The frames they return:
 
-* `date` (and any other date column) is `datetime64[ns]`, normalized to midnight: the exchange-local
-  trading date, without a time zone. Compare with `pd.Timestamp("2025-01-27")`.
+* `date` (and any other date column) holds `datetime.date` objects, as the files store them (Arrow
+  `date32`) and as `pd.read_parquet`, pyarrow, DuckDB and Polars return them: the exchange-local
+  trading date. Compare with `datetime.date(2025, 1, 27)`; for time-series work convert with
+  `pd.to_datetime(df["date"])`. A date that could not be read is `None`.
 * Partition columns (`market`, `region`, `year`) are ordinary columns: strings and ints, not
   categoricals.
 * Rows are sorted by the dataset's natural key.
@@ -64,7 +66,7 @@ def load_prices(
     markets: str | Iterable[str] | None = None,
     data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
-    """Daily bars of `prices` (one row per symbol and date, sorted by symbol, date); `date` is datetime64[ns]."""
+    """Daily bars of `prices` (one row per symbol and date, sorted by symbol, date); `date` is datetime.date."""
     return _load(
         PRICES, data_dir, start, end,
         equals={"symbol": _symbols(symbols), "market": _choices(markets, MARKETS, "markets")},
@@ -81,7 +83,7 @@ def load_stock_moves(
     sectors: str | Iterable[str] | None = None,
     data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
-    """Per-stock daily returns of `stock_moves` (sorted by symbol, date); `date`, `prev_date` are datetime64[ns]."""
+    """Per-stock daily returns of `stock_moves` (sorted by symbol, date); `date`, `prev_date` are datetime.date."""
     return _load(
         STOCK_MOVES, data_dir, start, end,
         equals={"symbol": _symbols(symbols), "market": _choices(markets, MARKETS, "markets"), "sector": _names(sectors)},
@@ -97,7 +99,7 @@ def load_sector_moves(
     sectors: str | Iterable[str] | None = None,
     data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
-    """Per-sector daily returns of `sector_moves`, one row per (date, region, sector) and sorted so; `date` is datetime64[ns].
+    """Per-sector daily returns of `sector_moves`, one row per (date, region, sector) and sorted so; `date` is datetime.date.
 
     Rows with `market_open` false are days that region's market was closed: their returns are null
     and they are not sessions (not a 0% move). Region ALL is in USD (`ret_ew_usd`, `ret_cw_usd`) and
@@ -117,7 +119,7 @@ def load_fx(
     currencies: str | Iterable[str] | None = None,
     data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
-    """Daily FX rates of `fx` (`usd_rate`: USD per unit of `currency`), sorted by currency, date; `date` is datetime64[ns]."""
+    """Daily FX rates of `fx` (`usd_rate`: USD per unit of `currency`), sorted by currency, date; `date` is datetime.date."""
     currencies = [c.upper() for c in _names(currencies)] if currencies is not None else None
     return _load(FX, data_dir, start, end, equals={"currency": currencies}, order=["currency", "date"])
 
@@ -132,7 +134,7 @@ def load_quarantine(
 ) -> pd.DataFrame:
     """Rows of `quarantine/prices` with the failed `expectation` and a `reason`, sorted by symbol, date, row_id.
 
-    `date` is datetime64[ns] and may be NaT (the date itself could not be read); such rows are
+    `date` is datetime.date and may be None (the date itself could not be read); such rows are
     returned only when neither `start` nor `end` is given.
     """
     return _load(
@@ -205,11 +207,7 @@ def _load(
 
 
 def _to_frame(table: pa.Table, order: list[str]) -> pd.DataFrame:
-    for i, f in enumerate(table.schema):
-        if pa.types.is_date32(f.type) or pa.types.is_date64(f.type):
-            # NOTE: to_pandas turns date32 into objects of datetime.date; analysts want datetime64[ns].
-            table = table.set_column(i, f.name, pc.cast(table.column(i), pa.timestamp("ns")))
-    frame = table.to_pandas()
+    frame = table.to_pandas()  # date32 columns become datetime.date objects, as pd.read_parquet gives them
     frame = frame.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
     return frame
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
 from aimoves.markets import MARKET_INFO
+
+if TYPE_CHECKING:
+    import exchange_calendars as xcals
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +29,29 @@ CALENDAR_START = pd.Timestamp("2000-01-03")
 
 @lru_cache(maxsize=None)
 def exchange_calendar(market: str) -> xcals.ExchangeCalendar:
+    import exchange_calendars as xcals  # imported when first needed: config checks run without it
+
     return xcals.get_calendar(MARKET_INFO[market].calendar, start=CALENDAR_START)
 
 
 @lru_cache(maxsize=None)
 def _known_sessions(market: str) -> pd.DatetimeIndex:
     return exchange_calendar(market).sessions
+
+
+# Past its calendar's end a market's weekdays are provisional sessions for at most this long: further
+# out nothing is known (and derived windows past it would mean years of guessed sessions).
+PROVISIONAL_DAYS = 366
+
+
+def first_known_session(market: str) -> date:
+    """The first session aimoves plans with (its calendars start at CALENDAR_START)."""
+    return _known_sessions(market)[0].date()
+
+
+def last_usable_session(market: str) -> date:
+    """The last date a run may ask for: the calendar's end plus the provisional tail."""
+    return last_known_session(market) + timedelta(days=PROVISIONAL_DAYS)
 
 
 def last_known_session(market: str) -> date:
@@ -92,4 +112,6 @@ def sessions_back(market: str, end: date, n: int, extra_holidays: Iterable[date]
     days = int(n * 1.6) + 30
     s = sessions(market, end - pd.Timedelta(days=days), end, extra_holidays)
     before = s.dates[s.dates < pd.Timestamp(end)]
-    return before[-n].date() if len(before) >= n else before[0].date()
+    if len(before) >= n:
+        return before[-n].date()
+    return before[0].date() if len(before) else end  # at the calendar's start: as far back as it goes

@@ -16,7 +16,9 @@ from rich.table import Table
 
 from aimoves.errors import AimovesError
 
+# NOTE: Typer's rich help prints `<bool>` after every flag (even --help); click's plain help does not.
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Daily prices of US, Hong Kong and mainland China AI stocks: fetch → validate → partitioned Parquet, under Prefect.",
     no_args_is_help=True,
     add_completion=False,
@@ -31,7 +33,7 @@ SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulate
 CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]
 UniverseOpt = Annotated[Optional[Path], typer.Option("--universe", help="Universe YAML file (default: the one shipped with aimoves).")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where datasets, raw/ and quarantine/ live.")]
-MarketsOpt = Annotated[str, typer.Option("--markets", help="Comma-separated markets: US,HK,CN.")]
+MarketsOpt = Annotated[Optional[str], typer.Option("--markets", help="Comma-separated markets: US,HK,CN (default: the markets the universe lists).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit non-zero when rows were quarantined or symbols failed.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="With --source simulated: random seed.")]
 ShockOpt = Annotated[Optional[str], typer.Option("--shock-date", help="With --source simulated: the shock day (default 2025-01-27).")]
@@ -51,6 +53,13 @@ def _date(value: str | None, option: str) -> date | None:
         raise AimovesError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _existing_data_dir(data_dir: Path) -> None:
+    """Commands that read the data dir all refuse a missing one the same way (exit 2)."""
+    from aimoves.options import check_data_dir
+
+    check_data_dir(data_dir, must_exist=True, writable=False)
+
+
 def _quiet_engine() -> None:
     """Defaults for a local, offline run (each can be overridden in the environment)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -60,6 +69,18 @@ def _quiet_engine() -> None:
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+FAILURES_SHOWN = 5  # per market; the run record under _runs/ has them all
+
+
+def _print_failures(market: str, failures: list[dict], summary) -> None:  # noqa: ANN001 - RunSummary
+    """A market's failed symbols: all of a few, or the count, the first FAILURES_SHOWN and where the rest are."""
+    for f in failures[:FAILURES_SHOWN] if len(failures) > FAILURES_SHOWN + 1 else failures:
+        out.print(escape(f"{market} failed symbol {f['symbol']}: {f['reason']}"), highlight=False)
+    if len(failures) > FAILURES_SHOWN + 1:
+        record = Path(summary.data_dir) / "_runs" / f"{summary.run_id}.json"
+        out.print(escape(f"{market}: {len(failures):,} symbols failed in all; {len(failures) - FAILURES_SHOWN:,} more in {record}"), highlight=False)
 
 
 def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN001 - RunSummary, imported lazily
@@ -81,8 +102,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
         if m.failed_expectations:
             checks = ", ".join(f"{k} ({v})" for k, v in sorted(m.failed_expectations.items()))
             out.print(f"{m.market} checks that failed (rows, incl. warm-up): {checks}", highlight=False)
-        for f in m.failures:
-            out.print(escape(f"{m.market} failed symbol {f['symbol']}: {f['reason']}"), highlight=False)
+        _print_failures(m.market, m.failures, summary)
         for note in m.notes:
             out.print(escape(f"{m.market} note: {note}"), highlight=False)
         if m.restated:
@@ -133,35 +153,31 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
     return 0
 
 
-def _run(flow_name: str, **params: object) -> None:
-    from aimoves.planning import parse_markets
-    from aimoves.universe import load_universe
+def _options(model: type, **values: object) -> object:
+    """The command line's values parsed into `model` (exit 2 with the option named when one is bad)."""
+    from aimoves.options import parse
 
-    strict = bool(params.pop("strict"))
     try:
-        params["markets"] = parse_markets(str(params["markets"]))
-        load_universe(params["universe"])  # fail fast, before the engine starts
-        if params["source"] == "csv" and not params.get("csv_dir"):
-            raise AimovesError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
-        if params.get("csv_dir") and not Path(str(params["csv_dir"])).is_dir():
-            raise AimovesError(f"--csv-dir {params['csv_dir']}: not a directory")
-        news = params.get("news_source")
-        if news is not None:
-            from aimoves.news.sources import NEWS_SOURCES, make_news_source
-
-            if news not in NEWS_SOURCES:
-                raise AimovesError(f"--news-source {news!r}: choose one of {', '.join(NEWS_SOURCES)}")
-            make_news_source(str(news), load_universe(params["universe"]), Path(str(params["data_dir"])))  # clear errors now
+        return parse(model, **{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()})  # type: ignore[arg-type]
     except AimovesError as exc:
         _fail(str(exc))
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
+        raise  # unreachable: _fail exits
+
+
+def _run(flow_name: str, options: object, strict: bool) -> None:
+    from aimoves.options import check_run, flow_parameters
+
+    try:
+        check_run(options)  # type: ignore[arg-type]  # fail fast, before the engine starts
+    except AimovesError as exc:
+        _fail(str(exc))
     _quiet_engine()
     err.print(f"[dim]Starting Prefect flow '{flow_name}' ({os.environ.get('PREFECT_API_URL') or 'embedded ephemeral server'})…[/]")
     started = time.perf_counter()
     from aimoves.flows import prices as flows
 
     try:
-        summary = getattr(flows, flow_name)(**params)
+        summary = getattr(flows, flow_name)(**flow_parameters(options))  # type: ignore[arg-type]
     except flows.RunFailed as exc:
         _print_summary(exc.summary, strict, time.perf_counter() - started)
         _fail(str(exc), 1)
@@ -178,7 +194,7 @@ def backfill(
     csv_dir: CsvDirOpt = None,
     universe: UniverseOpt = None,
     data_dir: DataDirOpt = Path("data"),
-    markets: MarketsOpt = "US,HK,CN",
+    markets: MarketsOpt = None,
     strict: StrictOpt = False,
     seed: SeedOpt = None,
     shock_date: ShockOpt = None,
@@ -186,14 +202,11 @@ def backfill(
     news_source: NewsOpt = None,
 ) -> None:
     """Fetch, validate and write prices for every session from --start to --end, then news and moves."""
-    try:
-        start_d, end_d, shock = _date(start, "--start"), _date(end, "--end"), _date(shock_date, "--shock-date")
-        if end_d < start_d:  # type: ignore[operator]
-            raise AimovesError(f"--end {end} is before --start {start}")
-    except AimovesError as exc:
-        _fail(str(exc))
-    _run("backfill", start=start_d, end=end_d, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
-         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects, news_source=news_source)
+    from aimoves.options import BackfillOptions
+
+    options = _options(BackfillOptions, start=start, end=end, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
+                       markets=markets, seed=seed, shock_date=shock_date, inject_defects=inject_defects, news_source=news_source)
+    _run("backfill", options, strict)
 
 
 @app.command()
@@ -203,7 +216,7 @@ def daily(
     csv_dir: CsvDirOpt = None,
     universe: UniverseOpt = None,
     data_dir: DataDirOpt = Path("data"),
-    markets: MarketsOpt = "US,HK,CN",
+    markets: MarketsOpt = None,
     strict: StrictOpt = False,
     seed: SeedOpt = None,
     shock_date: ShockOpt = None,
@@ -211,12 +224,11 @@ def daily(
     news_source: NewsOpt = None,
 ) -> None:
     """Fetch, validate and write one session per market (re-reading a few sessions before it), then news and moves."""
-    try:
-        day_d, shock = _date(day, "--date"), _date(shock_date, "--shock-date")
-    except AimovesError as exc:
-        _fail(str(exc))
-    _run("daily", day=day_d, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
-         markets=markets, strict=strict, seed=seed, shock_date=shock, inject_defects=inject_defects, news_source=news_source)
+    from aimoves.options import DailyOptions
+
+    options = _options(DailyOptions, day=day, source=source, csv_dir=csv_dir, universe=universe, data_dir=data_dir,
+                       markets=markets, seed=seed, shock_date=shock_date, inject_defects=inject_defects, news_source=news_source)
+    _run("daily", options, strict)
 
 
 @app.command("universe")
@@ -265,6 +277,7 @@ def report(
             raise AimovesError(f"--end {end} is before --start {start}")
         if (before is not None and before < 0) or (after is not None and after < 0):
             raise AimovesError("--before and --after are numbers of sessions, 0 or more")
+        _existing_data_dir(data_dir)
     except AimovesError as exc:
         _fail(str(exc))
     from aimoves.report import write_report
@@ -277,7 +290,7 @@ def report(
     out.print(f"Wrote the report: {files.png}, {files.markdown}, {files.html}", highlight=False)
 
 
-quarantine_app = typer.Typer(help="Review quarantined rows and release reviewed ones.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Review quarantined rows and release reviewed ones.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(quarantine_app, name="quarantine")
 
 
@@ -287,6 +300,7 @@ def status(data_dir: DataDirOpt = Path("data")) -> None:
     from aimoves.ops import status as get_status
 
     try:
+        _existing_data_dir(data_dir)
         st = get_status(data_dir)
     except AimovesError as exc:
         _fail(str(exc))
@@ -325,6 +339,7 @@ def quarantine_list(
     from aimoves.ops import quarantined_prices
 
     try:
+        _existing_data_dir(data_dir)
         rows = quarantined_prices(data_dir, _date(start, "--start"), _date(end, "--end"), symbol)
     except AimovesError as exc:
         _fail(str(exc))
@@ -370,24 +385,20 @@ def derive(
     end: Annotated[Optional[str], typer.Option("--end", help="Last date (default: --start).")] = None,
     universe: UniverseOpt = None,
     data_dir: DataDirOpt = Path("data"),
-    markets: MarketsOpt = "US,HK,CN",
+    markets: MarketsOpt = None,
 ) -> None:
     """Recompute stock and sector moves (incl. ALL) from stored prices and FX, without fetching."""
-    from aimoves.planning import parse_markets
-    from aimoves.universe import load_universe
+    from aimoves.options import DeriveOptions, check_derive, flow_parameters
 
+    options = _options(DeriveOptions, start=start, end=end or start, universe=universe, data_dir=data_dir, markets=markets)
     try:
-        start_d, end_d = _date(start, "--start"), _date(end or start, "--end")
-        market_list = parse_markets(markets)
-        load_universe(universe)
-        if not data_dir.is_dir():
-            raise AimovesError(f"{data_dir}: no data dir here (run a backfill first, or pass --data-dir)")
+        check_derive(options)  # type: ignore[arg-type]
     except AimovesError as exc:
         _fail(str(exc))
     _quiet_engine()
     from aimoves.flows.derive import derive as derive_flow
 
-    summary = derive_flow(start=start_d, end=end_d, markets=market_list, data_dir=str(data_dir), universe=str(universe) if universe else None)
+    summary = derive_flow(**flow_parameters(options))  # type: ignore[arg-type]
     for report in (summary.stock_moves, summary.sector_moves):
         out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
 

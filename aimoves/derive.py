@@ -7,7 +7,7 @@ docs/methodology.md; the constants below are the ones it names.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -100,10 +100,15 @@ def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Univer
     p["big_move"] = (p["zscore"].abs() >= BIG_MOVE_Z).fillna(False).astype(bool)
 
     benchmarks = set(universe.benchmarks.values())
-    p["sector"] = p["symbol"].map({s.symbol: s.sector for s in universe.stocks})
-    p["company"] = p["symbol"].map({s.symbol: s.company_key for s in universe.stocks}).fillna(p["symbol"])
-    p["is_benchmark"] = p["symbol"].isin(benchmarks)
-    shares = p["symbol"].map({s.symbol: s.shares_outstanding for s in universe.stocks}).astype("float64")
+    # Per-symbol attributes looked up once per distinct symbol, then spread by code (Series.map of a
+    # dict over millions of rows was most of this function's time).
+    codes, symbols = pd.factorize(p["symbol"])
+    stock = {s.symbol: s for s in universe.stocks}
+    known = [stock.get(sym) for sym in symbols]
+    p["sector"] = np.array([s.sector if s else None for s in known], dtype=object)[codes]
+    p["company"] = np.array([s.company_key if s else sym for s, sym in zip(known, symbols)], dtype=object)[codes]
+    p["is_benchmark"] = np.array([sym in benchmarks for sym in symbols], dtype=bool)[codes]
+    shares = pd.Series(np.array([s.shares_outstanding if s and s.shares_outstanding is not None else np.nan for s in known], dtype="float64")[codes], index=p.index)
     p["mcap_usd_prev"] = shares * prev_close * fx_prev
 
     gap = p["prev_date"].notna() & (p["prev_date"] != _expected_previous_session(p["market"], p["date"]))
@@ -114,9 +119,8 @@ def compute_stock_moves(prices: pd.DataFrame, fx: pd.DataFrame, universe: Univer
     p["dq_flags"] = flags
     p["news_ids"] = empty_lists(len(p))
     p["year"] = p["date"].dt.year
-    p["ret_is_finite"] = np.isfinite(p["ret"].fillna(0)) & np.isfinite(p["ret_usd"].fillna(0))
     cols = ["date", "symbol", "market", "sector", "ret", "ret_usd", "zscore", "big_move", "news_ids", "prev_date", "company",
-            "mcap_usd_prev", "is_benchmark", "dq_flags", "year", "ret_is_finite"]
+            "mcap_usd_prev", "is_benchmark", "dq_flags", "year"]
     return p[cols].reset_index(drop=True)
 
 
@@ -162,9 +166,6 @@ def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
     agg["ret_cw"] = (agg["wr"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0))
     agg["ret_cw_usd"] = (agg["wr_usd"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0) & (agg["usd_missing"] == 0))
     agg["ret_ew_usd"] = agg["ret_ew_usd"].where(agg["usd_missing"] == 0)
-    weights = traded["_w"] / traded.groupby(["date", "sector"])["_w"].transform("sum")
-    agg["cw_weight_sum"] = weights.groupby([traded["date"], traded["sector"]]).sum(min_count=1).where(full_w)
-    agg["ew_weight_sum"] = (1.0 / agg["n_traded"]) * agg["n_traded"]
     return agg
 
 
@@ -252,11 +253,10 @@ def compute_sector_moves(
     result["news_count"] = 0
     result["sentiment_mean"] = np.nan
     result["advancers_plus_decliners"] = result["advancers"] + result["decliners"]
-    result["closed_without_returns"] = result["market_open"] | result["ret_ew"].isna()
     result["year"] = result["date"].dt.year
     cols = ["date", "region", "sector", "n_members", "n_traded", "ret_ew", "ret_cw", "ret_ew_usd", "ret_cw_usd", "excess_vs_benchmark",
             "advancers", "decliners", "top_symbol", "top_ret", "bottom_symbol", "bottom_ret", "news_count", "sentiment_mean", "market_open",
-            "benchmark_ret", "dq_flags", "year", "cw_weight_sum", "ew_weight_sum", "advancers_plus_decliners", "closed_without_returns"]
+            "benchmark_ret", "dq_flags", "year", "advancers_plus_decliners"]
     return result[cols].sort_values(["region", "date", "sector"]).reset_index(drop=True)
 
 
@@ -270,9 +270,10 @@ class DeriveReport:
     failed_expectations: dict[str, int] | None = None
     partitions_written: list[str] | None = None
     blocked: list[str] | None = None
+    suite_runs: list = field(default_factory=list)  # validate.SuiteRun: GX results, for Data Docs
 
 
-def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run_id: str, now, window: str) -> DeriveReport:  # noqa: ANN001
+def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run_id: str, now, window: str, label: str = "") -> DeriveReport:  # noqa: ANN001
     from aimoves.quarantine import with_quarantine_stamps
     from aimoves.store import upsert
     from aimoves.validate import split_by_suite
@@ -280,18 +281,21 @@ def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run
     base = [f.name for f in spec.schema]
     if frame.empty:
         return DeriveReport(spec.name, window)
-    result = split_by_suite(suite, frame, base)
+    result = split_by_suite(suite, frame, base, label=label or suite)
     written = upsert(result.passed, spec, data_dir)
     if len(result.quarantined):
         upsert(with_quarantine_stamps(result.quarantined, run_id, now), qspec, data_dir)
     return DeriveReport(
         spec.name, window, passed=len(result.passed), flagged=int((result.passed["dq_flags"].map(len) > 0).sum()),
         quarantined=len(result.quarantined), failed_expectations=result.failed_expectations, partitions_written=written.partitions_written,
+        suite_runs=result.suite_runs,
     )
 
 
-def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow], run_id: str, now) -> DeriveReport:  # noqa: ANN001
-    """Read stored prices and FX, compute stock moves for the windows, validate, write."""
+def derive_stock_moves(
+    data_dir, universe: Universe, windows: list[DeriveWindow], run_id: str, now, symbols: list[str] | None = None  # noqa: ANN001
+) -> DeriveReport:
+    """Read stored prices and FX, compute stock moves for the windows (only `symbols` when given), validate, write."""
     from aimoves.schema import FX, PRICES, QUARANTINE_STOCK_MOVES, STOCK_MOVES
     from aimoves.store import read_frame
 
@@ -302,11 +306,13 @@ def derive_stock_moves(data_dir, universe: Universe, windows: list[DeriveWindow]
     total = DeriveReport("stock_moves", f"{lo}..{hi}", failed_expectations={}, partitions_written=[])
     for window in windows:  # one market at a time: memory stays that of one market's history
         start = window.start - pd.Timedelta(days=LOOKBACK_DAYS)
-        prices = read_frame(PRICES, data_dir, start, window.end, columns=PRICE_INPUTS, market=[window.market])
+        prices = read_frame(PRICES, data_dir, start, window.end, columns=PRICE_INPUTS, market=[window.market], symbol=symbols)
         moves = compute_stock_moves(prices, fx, universe, [window])
         del prices
         moves = attach_news_ids(moves, data_dir, universe, window.start, window.end)
-        part = _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, total.window)
+        part = _split_and_write(moves, "stock_moves", STOCK_MOVES, QUARANTINE_STOCK_MOVES, data_dir, run_id, now, total.window,
+                                f"stock_moves-{window.market}")
+        total.suite_runs += part.suite_runs
         total.passed += part.passed
         total.flagged += part.flagged
         total.quarantined += part.quarantined

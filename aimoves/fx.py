@@ -51,14 +51,13 @@ def validate_fx(fx: pd.DataFrame, today: date) -> ValidationResult:
         return ValidationResult(fx.assign(dq_flags=[]), fx.assign(expectation=[], reason=[]), batch_error="no FX rates fetched")
     frame = fx.copy()
     params = default_parameters("fx")
-    frame["is_future"] = frame["date"] > pd.Timestamp(today)
     frame["is_weekend"] = frame["date"].dt.dayofweek >= 5
     rate = frame["usd_rate"].where(frame["usd_rate"] > 0)
     median = rate.groupby(frame["currency"], sort=False).rolling(11, center=True, min_periods=1).median()
     frame["rate_vs_local_median"] = rate / median.reset_index(level=0, drop=True).reindex(frame.index)
     clean = rate[(frame["rate_vs_local_median"] >= params["glitch_ratio_min"]) & (frame["rate_vs_local_median"] <= params["glitch_ratio_max"])]
     frame["daily_change"] = (clean / clean.groupby(frame.loc[clean.index, "currency"]).shift(1) - 1).reindex(frame.index)
-    return split_by_suite("fx", frame, FX_COLUMNS)
+    return split_by_suite("fx", frame, FX_COLUMNS, {"today": pd.Timestamp(today)}, label="fx")
 
 
 def fx_for_write(result: ValidationResult, ingested_at: datetime) -> pd.DataFrame:
@@ -97,4 +96,5 @@ def update_fx(source, universe: Universe, start: date, end: date, data_dir, run_
         "failed_expectations": result.failed_expectations,
         "partitions_written": written.partitions_written if written else [],
         "error": error,
+        "suite_runs": result.suite_runs,
     }

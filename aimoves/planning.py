@@ -13,7 +13,7 @@ import pandas as pd
 
 from aimoves.calendars import sessions, sessions_back
 from aimoves.errors import AimovesError
-from aimoves.markets import MARKET_INFO, MARKETS
+from aimoves.markets import MARKET_INFO
 from aimoves.sources.base import PriceRequest
 from aimoves.universe import Universe
 
@@ -23,14 +23,6 @@ from aimoves.universe import Universe
 WARMUP_SESSIONS = 70
 # A daily run re-reads this many sessions before its date, for the same reason.
 DAILY_CONTEXT_SESSIONS = 15
-
-
-def parse_markets(text: str) -> list[str]:
-    markets = [m.strip().upper() for m in text.split(",") if m.strip()]
-    unknown = [m for m in markets if m not in MARKETS]
-    if unknown or not markets:
-        raise AimovesError(f"--markets: unknown market(s) {', '.join(unknown) or '(none)'}; choose from {','.join(MARKETS)}")
-    return markets
 
 
 @dataclass

@@ -64,9 +64,16 @@ def data_quality_markdown(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def failed_symbols_table(summary: RunSummary) -> list[dict]:
+FAILED_SYMBOLS_SHOWN = 500  # rows of the UI's table; the run record under _runs/ has every one
+
+
+def failed_symbols_table(summary: RunSummary, limit: int = FAILED_SYMBOLS_SHOWN) -> list[dict]:
     rows = [{"market": m.market, "symbol": f["symbol"], "reason": f["reason"]} for m in summary.markets for f in m.failures]
     rows += [{"market": "FX", "symbol": f["symbol"], "reason": f["reason"]} for f in (summary.fx or {}).get("failures", [])]
+    if len(rows) > limit:
+        more = len(rows) - limit + 1
+        record = Catalog(summary.data_dir).run_record_path(summary.run_id)
+        rows = rows[: limit - 1] + [{"market": "", "symbol": f"… {more:,} more", "reason": f"all {len(rows):,} are in {record}"}]
     return rows
 
 

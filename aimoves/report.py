@@ -459,7 +459,7 @@ def _headlines_markdown(big: pd.DataFrame) -> str:
     lines = ["## Headlines of big moves", "", "Moves with |z| ≥ 3 against the stock's own 60-session volatility, with the news linked to them "
              "(published between the previous session's close and this one's)."]
     for _, m in big.iterrows():
-        lines += ["", f"**{m['date']:%Y-%m-%d} {m['symbol']}** ({m['market']}, {m['sector'] or 'benchmark'}): {_pct(m['ret'])}, z = {m['zscore']:+.1f}"]
+        lines += ["", f"**{m['date']:%Y-%m-%d} {m['symbol']}** ({m['market']}, {m['sector'] if isinstance(m['sector'], str) and m['sector'] else 'benchmark index'}): {_pct(m['ret'])}, z = {m['zscore']:+.1f}"]
         if not m["headlines"]:
             lines.append("- no linked headline")
         for h in m["headlines"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -85,15 +85,13 @@ class Run:
     source: PriceSource
     summary: RunSummary
     now: datetime
+    suite_runs: list = field(default_factory=list)  # validate.SuiteRun of each market's prices: GX results, for Data Docs
 
 
 def start_run(kind: str, settings: SourceSettings, universe: Universe, catalog: Catalog, now: datetime | None = None) -> Run:
     """A new run id and summary, the data dir made and its stale staging cleaned, the price source made."""
     now = now or datetime.now(UTC)
     summary = RunSummary(new_run_id(now), kind, str(catalog), now.isoformat())
-    from aimoves import datadocs
-
-    datadocs.take()  # forget results of an earlier run in this process
     catalog.fs.makedirs(catalog.root, exist_ok=True)
     catalog.clean_staging()
     return Run(catalog, universe, settings, make_source(settings, universe, catalog), summary, now)
@@ -112,10 +110,11 @@ def failed_market(plan: MarketPlan, run: Run, exc: Exception) -> MarketReport:
 
 
 def report_market(
-    plan: MarketPlan, batch: PriceBatch, normalized: NormalizedPrices, checked: ValidationResult, written: tuple[WriteResult, int, int],
-    raw: RawRecord | None,
+    plan: MarketPlan, run: Run, batch: PriceBatch, normalized: NormalizedPrices, checked: ValidationResult,
+    written: tuple[WriteResult, int, int], raw: RawRecord | None,
 ) -> MarketReport:
-    """What one market's run did, with its restated bars and the sessions whose batch failed."""
+    """What one market's run did, with its restated bars and the sessions whose batch failed (its GX results kept on the run)."""
+    run.suite_runs.extend(checked.suite_runs)
     result, quarantined, restated = written
     report = market_report(plan, batch, normalized, checked, result, quarantined, raw.path if raw else None)
     report.restated = restated
@@ -214,6 +213,16 @@ def record_run(run: Run) -> RunSummary:
     return run.summary
 
 
+def suite_runs_of(run: Run) -> list:
+    """Every GX result of the run, returned as values by its stages: prices, FX, news, moves."""
+    out = list(run.suite_runs)
+    for part in (run.summary.fx, run.summary.news):
+        out += (part or {}).get("suite_runs", [])
+    for report in (run.summary.stock_moves, run.summary.sector_moves):
+        out += getattr(report, "suite_runs", [])
+    return out
+
+
 def raise_if_failed(summary: RunSummary) -> RunSummary:
     """RunFailed when a market errored or wrote no valid row (closed markets aside)."""
     failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
@@ -235,7 +244,8 @@ def run_market(plan: MarketPlan, run: Run) -> MarketReport:
     raw = write_raw(batch, run.catalog) if run.source.name != "replay" else None
     normalized = normalize_market(batch, plan, run.now)
     checked = validate_market(normalized, plan, run.universe, run.now)
-    return report_market(plan, batch, normalized, checked, write_market(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now), raw)
+    written = write_market(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now)
+    return report_market(plan, run, batch, normalized, checked, written, raw)
 
 
 def run_prices(

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from aimoves.store import empty_lists
-from aimoves import datadocs
 from aimoves.calendars import session_flags
 from aimoves.expectations import default_parameters, suite_definition
 from aimoves.markets import MARKET_INFO
@@ -29,12 +28,28 @@ log = logging.getLogger(__name__)
 GLITCH_WINDOW = 11  # bars around a row whose median adj_close it is compared with
 
 
+class SuiteRun:
+    """One suite's GX result on one batch (for Data Docs); its repr is short, for run records."""
+
+    def __init__(self, suite: str, label: str, result: Any) -> None:
+        self.suite, self.label, self.result = suite, label, result
+
+    def __repr__(self) -> str:
+        return f"{self.label}: {'passed' if self.result.success else 'failed'}"
+
+    __str__ = __repr__
+
+    def __deepcopy__(self, memo: dict) -> SuiteRun:  # dataclasses.asdict copies reports: the GX result is not copied
+        return self
+
+
 @dataclass
 class ValidationResult:
     passed: pd.DataFrame  # canonical columns + dq_flags (list of str)
-    quarantined: pd.DataFrame  # canonical columns + expectation, reason
+    quarantined: pd.DataFrame  # canonical columns + dq_flags + expectation, reason
     failed_expectations: dict[str, int] = field(default_factory=dict)  # name → rows
     batch_error: str | None = None  # set when the batch fails as a whole
+    suite_runs: list[SuiteRun] = field(default_factory=list)  # GX results, for Data Docs
 
     @property
     def flagged(self) -> int:
@@ -65,10 +80,26 @@ def _batch_definition(name: str) -> Any:
     return definition, suite
 
 
-def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "") -> list[dict]:
-    """Run suite `name` on `frame`; one dict per expectation: name, severity, success, rows, meta."""
+@lru_cache(maxsize=None)
+def suite_columns(name: str) -> tuple[str, ...]:
+    """The columns suite `name` reads (its kwargs and row conditions), in first-use order."""
+    out: dict[str, None] = {}
+    for e in suite_definition(name)["expectations"]:
+        kw = e["kwargs"]
+        for c in (kw.get("column"), kw.get("column_A"), kw.get("column_B"), *kw.get("column_list", ())):
+            if c:
+                out[c] = None
+        if kw.get("row_condition"):
+            out[kw["row_condition"].split()[0]] = None
+    return tuple(out)
+
+
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "") -> tuple[list[dict], SuiteRun]:
+    """Run suite `name` on every row of `frame`: one dict per expectation (name, severity, success, rows, meta), and GX's result."""
     definition, suite = _batch_definition(name)
-    batch = definition.get_batch(batch_parameters={"dataframe": frame})
+    # NOTE: GX hashes the whole batch frame to name the batch; the suite's columns alone are enough to
+    # check every row, and leave out list columns (dq_flags, news_ids) that are slow to hash.
+    batch = definition.get_batch(batch_parameters={"dataframe": frame[[c for c in suite_columns(name) if c in frame]]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = batch.validate(
@@ -76,7 +107,6 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "")
             result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
             expectation_parameters={**default_parameters(name), **parameters},
         )
-    datadocs.collect(name, label or name, result)
     out = []
     for r in result.results:
         config = r.expectation_config
@@ -91,16 +121,15 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "")
                 "meta": dict(config.meta),
             }
         )
-    return out
+    return out, SuiteRun(name, label or name, result)
 
 
 def add_price_checks(prices: pd.DataFrame, market: str, today: date, extra_holidays: tuple[date, ...] = ()) -> pd.DataFrame:
-    """The derived columns the prices suite checks (sessions, future dates, moves, glitches)."""
+    """The helper columns the prices suite checks: what needs the trading calendar or neighbouring bars."""
     frame = prices.copy()
     is_session, provisional = session_flags(market, frame["date"], extra_holidays)
     frame["is_exchange_session"] = is_session
     frame["is_provisional_session"] = provisional
-    frame["is_future"] = (frame["date"] > pd.Timestamp(today)).to_numpy()
     # prices arrive sorted by (symbol, date)
     adj = frame["adj_close"].where(frame["adj_close"] > 0)
     median = adj.groupby(frame["symbol"], sort=False).rolling(GLITCH_WINDOW, center=True, min_periods=1).median()
@@ -130,7 +159,7 @@ def split_by_suite(
     `base_columns` (and `dq_flags` merged with any the frame already has).
     """
     frame = frame.reset_index(drop=True)
-    results = run_suite(suite, frame, parameters or {}, label)
+    results, suite_run = run_suite(suite, frame, parameters or {}, label)
     critical: dict[int, list[str]] = {}
     reasons: dict[int, list[str]] = {}
     warnings_: dict[int, list[str]] = {}
@@ -154,15 +183,15 @@ def split_by_suite(
     existing = frame["dq_flags"] if "dq_flags" in frame else None
     flags = existing.copy() if existing is not None else pd.Series(empty_lists(len(frame)), index=frame.index, dtype=object)
     for i, names in warnings_.items():
-        if i not in critical:
-            flags.iat[i] = sorted(set(list(flags.iat[i]) + names))
+        flags.iat[i] = sorted(set(list(flags.iat[i]) + names))
     passed = frame.loc[~bad, base].reset_index(drop=True)
     passed["dq_flags"] = flags[~bad].reset_index(drop=True)
     order = sorted(critical)
     quarantined = frame.loc[order, base].reset_index(drop=True)
+    quarantined["dq_flags"] = flags.iloc[order].reset_index(drop=True)
     quarantined["expectation"] = [",".join(critical[i]) for i in order]
     quarantined["reason"] = ["; ".join(reasons[i]) for i in order]
-    return ValidationResult(passed, quarantined, failed)
+    return ValidationResult(passed, quarantined, failed, suite_runs=[suite_run])
 
 
 def validate_prices(
@@ -176,7 +205,11 @@ def validate_prices(
     if prices.empty:
         return ValidationResult(prices.assign(dq_flags=[]), prices.assign(expectation=[], reason=[]), batch_error="no rows to validate: nothing usable was fetched")
     frame = add_price_checks(prices.reset_index(drop=True), market, today, extra_holidays)
+    # NOTE: GX copies an expectation's value set many times over (50,000 symbols: minutes); the
+    # universe's symbols that occur in the batch decide the same rows.
+    present = sorted(set(universe_symbols).intersection(frame["symbol"].dropna().unique()))
     return split_by_suite(
-        "prices", frame, list(prices.columns), {"universe_symbols": sorted(universe_symbols)}, {"calendar": MARKET_INFO[market].calendar},
+        "prices", frame, list(prices.columns), {"universe_symbols": present, "today": pd.Timestamp(today)},
+        {"calendar": MARKET_INFO[market].calendar},
         label=f"prices-{market}",
     )

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Backfill benchmark: the prices pipeline against a bare pandas+pyarrow floor.
 
-    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR]
+    python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR] [--data-dir DIR]
+    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 1000]   (bench/chunked_backfill.py)
 
 What it measures
 ----------------
@@ -154,7 +155,7 @@ def _prefect_session():
 
     stack = ExitStack()
     t0 = time.perf_counter()
-    stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+    stack.enter_context(prefect_test_harness(server_startup_timeout=600))
     server_s = time.perf_counter() - t0
 
     @flow(name="bench-warmup")
@@ -493,12 +494,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=1000, help="stocks in the synthetic universe (split over US/HK/CN; default 1000)")
     parser.add_argument("--years", type=int, default=10, help="years of history ending 2025-12-31 (default 10)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats per timing, at least 3 (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per timing (default 3; reported figures need at least 3)")
     parser.add_argument("--out", type=Path, help="keep data, logs and results.json in this directory (default: temporary, removed)")
-    parser.add_argument("--markets", default=",".join(MARKETS), help="markets to run (default US,HK,CN)")
+    parser.add_argument("--markets", default=None, help="markets to run, e.g. US,HK (default: the markets the universe lists)")
     parser.add_argument("--inject-defects", action="store_true", help="let the simulated source inject its defects (exercises quarantine)")
     parser.add_argument("--with-news", action="store_true", help="let the flows fetch news too (off by default: the floor has no news stage, so the ratio would compare unequal work)")
     parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
+    parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); s3://… once the Catalog has object storage")
+    parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
+    parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--_spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -509,17 +513,29 @@ def main(argv: list[str] | None = None) -> int:
         Path(spec["result"]).write_text(json.dumps(result))
         return 0
 
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.chunked:
+        from chunked_backfill import main as chunked_main
+
+        markets = [m.strip().upper() for m in (args.markets or ",".join(MARKETS)).split(",") if m.strip()]  # the synthetic universe lists all three
+        return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out)
+    if args.data_dir and args.data_dir.startswith("s3://"):
+        parser.error("--data-dir s3://… needs the Catalog's object-store support (issue 12, second part)")
     if args.repeats < 3:
-        parser.error("--repeats must be at least 3 (each figure is a median of at least 3)")
+        print(f"note: --repeats {args.repeats}: figures are single runs, not medians of 3 (use this only while iterating)")
     if not 3 <= args.symbols <= 26_000:
         parser.error("--symbols must be between 3 and 26000")
     if not 1 <= args.years <= 20:
         parser.error("--years must be between 1 and 20 (the simulated source starts in 2005)")
-    markets = [m.strip().upper() for m in args.markets.split(",") if m.strip()]
-    if not markets or any(m not in MARKETS for m in markets):
-        parser.error(f"--markets: choose from {','.join(MARKETS)}")
-
+    from aimoves.errors import AimovesError
+    from aimoves.options import DataOptions, markets_of, parse
     from aimoves.universe import parse_universe
+
+    try:
+        market_options = parse(DataOptions, markets=args.markets)
+    except AimovesError as exc:
+        parser.error(str(exc))
 
     bench_started = time.perf_counter()
     revision = git_revision()
@@ -531,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         universe_path = work / "universe.yaml"
         universe_path.write_text(text)
         universe = parse_universe(text, str(universe_path))
+        markets = markets_of(market_options, universe)  # default: the universe's markets
         by_market = universe.symbols_by_market(markets)
         n_symbols = sum(len(v) for v in by_market.values())
         start, end = window(args.years)
@@ -538,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # backfill: pipeline and floor, interleaved, one fresh process + data dir per repeat
         pipe, floor = [], []
-        runs = work / "runs"
+        runs = Path(args.data_dir).resolve() if args.data_dir else work / "runs"
         for r in range(args.repeats):
             for kind, results in (("pipeline", pipe), ("floor", floor)):
                 data = runs / f"{kind}-{r}"

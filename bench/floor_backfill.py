@@ -98,6 +98,18 @@ def _isnull(x: np.ndarray) -> np.ndarray:
     return np.zeros(len(x), bool)
 
 
+def _row_condition(condition: str, get) -> np.ndarray:
+    """The rows a pandas `row_condition` of the form `<column> <op> <literal>` selects."""
+    import operator
+    import re
+
+    column, op, literal = re.fullmatch(r"\s*(\w+)\s*(==|!=|>=|<=|>|<)\s*(\S+)\s*", condition).groups()
+    value = {"True": True, "False": False}.get(literal, None)
+    value = float(literal) if value is None else value
+    ops = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+    return np.asarray(ops[op](get(column), value), bool)
+
+
 def evaluate_suite(name: str, get, n: int, parameters: dict | None = None, special: dict | None = None) -> list[tuple]:
     """(expectation name, severity, reason template, failing-rows mask) for every expectation of suite `name`.
 
@@ -121,6 +133,8 @@ def evaluate_suite(name: str, get, n: int, parameters: dict | None = None, speci
                 mask = special[label]
             elif kind == "expect_column_values_to_not_be_null":
                 mask = _isnull(get(kw["column"]))
+            elif kind == "expect_column_values_to_be_null":
+                mask = ~_isnull(get(kw["column"]))
             elif kind == "expect_column_values_to_be_in_set":
                 x = get(kw["column"])
                 mask = ~_isnull(x) & ~np.isin(x, list(param(kw["value_set"])))
@@ -140,6 +154,8 @@ def evaluate_suite(name: str, get, n: int, parameters: dict | None = None, speci
                 mask = (a < b) if kw.get("or_equal") else (a <= b)  # NaN on either side compares False: ignored
             else:
                 raise NotImplementedError(f"the floor has no vectorized form of {kind} {kw} (suite {name}); add one")
+            if kw.get("row_condition"):  # GX checks only the rows the condition selects
+                mask = mask & _row_condition(kw["row_condition"], get)
         out.append((label, e["severity"], meta.get("reason", label), np.asarray(mask, bool)))
     return out
 
@@ -341,6 +357,7 @@ def prices_market(market: str, universe, source, start: date, end: date, data_di
             "date_present": np.zeros(n, bool),
             "symbol_in_universe": (code >= 0) & ~np.isin(code, universe_codes),
             "one_bar_per_symbol_and_date": np.r_[same, False] | np.r_[False, same],
+            "date_not_in_future": col["is_future"],  # the suite compares date with today: same result on day numbers
         }
         checks = evaluate_suite("prices", col.__getitem__, n, special=special)
         bad = np.any([m for _, sev, _, m in checks if sev == "critical"], axis=0) if n else np.zeros(0, bool)
@@ -440,7 +457,7 @@ def fx_stage(universe, source, start: date, end: date, data_dir: Path, now: date
     clean = r[ok]
     frame["daily_change"] = (clean / clean.groupby(fx.loc[clean.index, "currency"]).shift(1) - 1).reindex(fx.index).to_numpy()
     n = len(fx)
-    checks = evaluate_suite("fx", frame.__getitem__, n)
+    checks = evaluate_suite("fx", frame.__getitem__, n, special={"date_not_in_future": frame["is_future"]})
     bad = np.any([m for _, sev, _, m in checks if sev == "critical"], axis=0) if n else np.zeros(0, bool)
     sel = np.flatnonzero(~bad)
     dq_flags, _ = flags_array({label: m for label, sev, _, m in checks if sev != "critical"}, sel)
@@ -455,7 +472,9 @@ def fx_stage(universe, source, start: date, end: date, data_dir: Path, now: date
     q = np.flatnonzero(bad)
     if len(q):
         exps, texts = reasons(checks, q, lambda i: {**{c: v[i] for c, v in frame.items()}, "date": fx["date"].iloc[i].date()})
-        qf = fx.iloc[q].assign(expectation=exps, reason=texts, quarantined_at=pd.Timestamp(now), run_id=run_id)
+        warn = {label: m for label, sev, _, m in checks if sev != "critical"}
+        qf = fx.iloc[q].assign(expectation=exps, reason=texts, quarantined_at=pd.Timestamp(now), run_id=run_id,
+                               dq_flags=[[label for label in sorted(warn) if warn[label][i]] for i in q])
         write_partitioned(table_from_frame(qf, QUARANTINE_FX.file_schema), {"year": qf["date"].dt.year.to_numpy()}, "quarantine/fx", data_dir)
     return good[["date", "currency", "usd_rate"]]
 
@@ -537,9 +556,7 @@ def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: li
         expected[mask] = np.where(pos > 0, s_days[np.maximum(pos - 1, 0)], -1)
     gap = has_prev & (prev_day != expected)
     fx_missing = ~np.isnan(ret) & np.isnan(ret_usd)
-    ret_is_finite = np.isfinite(np.nan_to_num(ret, nan=0.0, posinf=np.inf, neginf=-np.inf)) & np.isfinite(np.nan_to_num(ret_usd, nan=0.0, posinf=np.inf, neginf=-np.inf))
-
-    frame = {"market": market, "ret": ret, "ret_usd": ret_usd, "zscore": zscore, "big_move": big_move, "ret_is_finite": ret_is_finite}
+    frame = {"market": market, "ret": ret, "ret_usd": ret_usd, "zscore": zscore, "big_move": big_move}
     same = (gcode[1:] == gcode[:-1]) & (day[1:] == day[:-1])
     checks = evaluate_suite("stock_moves", frame.__getitem__, n, special={"one_move_per_symbol_and_date": np.r_[same, False] | np.r_[False, same]})
     bad = np.any([m for _, sev, _, m in checks if sev == "critical"], axis=0) if n else np.zeros(0, bool)
@@ -573,7 +590,8 @@ def stock_moves_stage(parts: list[dict], fx: pd.DataFrame, universe, windows: li
             return {"date": date_of(day[i]), "symbol": names[gcode[i]], "market": MARKETS[market[i]], "sector": sector_names[sector_idx[i]],
                     "ret": ret[i], "ret_usd": ret_usd[i], "zscore": zscore[i], "big_move": big_move[i], "news_ids": [],
                     "prev_date": date_of(prev_day[i]) if has_prev[i] else None, "company": company_names[company[i]],
-                    "mcap_usd_prev": mcap[i], "is_benchmark": is_benchmark[i], "ret_is_finite": ret_is_finite[i]}
+                    "mcap_usd_prev": mcap[i], "is_benchmark": is_benchmark[i],
+                    "dq_flags": [label for label in sorted(flag_masks) if flag_masks[label][i]]}
 
         exps, texts = reasons(checks, q, row_of)
         qf = quarantine_frame([{**row_of(i), "expectation": e, "reason": r} for i, e, r in zip(q, exps, texts)], run_id, now)
@@ -609,9 +627,6 @@ def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
     agg["ret_cw"] = (agg["wr"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0))
     agg["ret_cw_usd"] = (agg["wr_usd"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0) & (agg["usd_missing"] == 0))
     agg["ret_ew_usd"] = agg["ret_ew_usd"].where(agg["usd_missing"] == 0)
-    weights = traded["_w"] / g["_w"].transform("sum")
-    agg["cw_weight_sum"] = weights.groupby([traded["date"], traded["sector"]]).sum(min_count=1).where(full_w)
-    agg["ew_weight_sum"] = (1.0 / agg["n_traded"]) * agg["n_traded"]
     return agg
 
 
@@ -694,7 +709,6 @@ def sector_moves_stage(moves: dict, universe, regions: list[str], lo: date, hi: 
     result["news_count"] = 0
     result["sentiment_mean"] = np.nan
     result["advancers_plus_decliners"] = result["advancers"] + result["decliners"]
-    result["closed_without_returns"] = result["market_open"] | result["ret_ew"].isna()
     result["top_symbol"] = [names[int(c)] if c == c else None for c in result["top_symbol"]]
     result["bottom_symbol"] = [names[int(c)] if c == c else None for c in result["bottom_symbol"]]
     result["sector"] = np.array(sector_sorted, dtype=object)[result["sector"].to_numpy()]

@@ -11,13 +11,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from prefect import flow, get_run_logger
 
+from aimoves import options
 from aimoves.catalog import Catalog
 from aimoves.derive import DeriveWindow
-from aimoves.errors import AimovesError
-from aimoves.markets import MARKETS
 from aimoves.runs import RunSummary, new_run_id, write_run_record
 from aimoves.tasks import derive as td
-from aimoves.universe import load_universe
 
 from .runlogs import library_logs_to_run
 
@@ -26,28 +24,29 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters
-    return f"derive-{'+'.join(p.get('markets') or MARKETS)}-{p.get('start') or 'yesterday'}-to-{p.get('end') or p.get('start') or 'yesterday'}"
+    return f"derive-{'+'.join(p.get('markets') or ['all'])}-{p.get('start') or 'yesterday'}-to-{p.get('end') or p.get('start') or 'yesterday'}"
 
 
 @flow(name="derive", flow_run_name=_run_name)
 def derive(
     start: date | None = None,
     end: date | None = None,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     data_dir: str = "data",
     universe: str | None = None,
 ) -> RunSummary:
-    """Stock moves of `markets` and sector moves of their regions and ALL, for start..end (default: yesterday UTC)."""
+    """Stock moves of `markets` (default: the universe's) and sector moves of their regions and ALL, for start..end (default: yesterday UTC).
+
+    Parameters are the fields of `aimoves.options.DeriveOptions` (declared and validated there)."""
+    opts = options.parse(options.DeriveOptions, **locals())
     logger = get_run_logger()
     now = datetime.now(UTC)
-    start = start or (now.date() - timedelta(days=1))
-    end = end or start
-    if end < start:
-        raise AimovesError(f"--end {end} is before --start {start}")
-    stocks = load_universe(universe)
-    catalog = Catalog(data_dir)
+    start = opts.start or (now.date() - timedelta(days=1))
+    end = opts.end or start
+    stocks = options.load_universe(opts.universe)
+    catalog = Catalog(opts.data_dir)
     summary = RunSummary(new_run_id(now), "derive", str(catalog), now.isoformat())
-    windows = [DeriveWindow(m, start, end) for m in markets]
+    windows = [DeriveWindow(m, start, end) for m in options.run_markets(opts, stocks)]
     with library_logs_to_run():
         summary.stock_moves = td.stock_moves(catalog, stocks, windows, summary.run_id, now)
         summary.sector_moves = td.sector_moves(catalog, stocks, windows, set(), summary.run_id, now)

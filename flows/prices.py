@@ -14,18 +14,17 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from aimoves import options
 from aimoves.catalog import Catalog
-from aimoves.errors import AimovesError
-from aimoves.markets import MARKETS
 from aimoves.planning import MarketPlan, latest_settled_session, plan_backfill, plan_daily
 from aimoves.run import (
-    Run, closed_market, guarded, raise_if_failed, record_run, report_market, run_markets, start_run, warn_blocked,
+    Run, closed_market, guarded, raise_if_failed, record_run, report_market, run_markets, start_run, suite_runs_of, warn_blocked,
 )
 from aimoves.runs import MarketReport, RunFailed, RunSummary
 from aimoves.sources.factory import SourceSettings, news_source_for
 from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
-from aimoves.universe import Universe, load_universe
+from aimoves.universe import Universe
 
 from .runlogs import library_logs_to_run
 
@@ -45,7 +44,7 @@ def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, univers
         s.stock_moves = td.stock_moves(catalog, universe, work.windows, s.run_id, run.now)
         s.sector_moves = td.sector_moves(catalog, universe, work.windows, work.blocked, s.run_id, run.now)
         warn_blocked(s.sector_moves)
-    publish_run(record_run(run), catalog)
+    publish_run(record_run(run), catalog, suite_runs_of(run))
     return raise_if_failed(run.summary)
 
 
@@ -58,10 +57,10 @@ def market(plan: MarketPlan, run: Run) -> MarketReport:
     normalized = t.normalize(batch, plan, run.now)
     checked = t.validate(normalized, plan, run.universe, run.now)
     written = t.write(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now)
-    return report_market(plan, batch, normalized, checked, written, raw)
+    return report_market(plan, run, batch, normalized, checked, written, raw)
 
 
-def publish_run(summary: RunSummary, catalog: Catalog) -> None:
+def publish_run(summary: RunSummary, catalog: Catalog, suite_runs: list) -> None:
     """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
@@ -83,7 +82,7 @@ def publish_run(summary: RunSummary, catalog: Catalog) -> None:
     try:  # Data Docs are a convenience: their failure must not fail a run that wrote its data
         from aimoves import datadocs
 
-        index = datadocs.build(catalog, summary.run_id, datadocs.take())
+        index = datadocs.build(catalog, summary.run_id, datetime.fromisoformat(summary.started_at), suite_runs)
         if index is not None:
             create_link_artifact(catalog.fs.unstrip_protocol(index), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
                                  description=f"Validation results of this run ({index})")
@@ -130,7 +129,7 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters
-    markets = "+".join(p.get("markets") or MARKETS)
+    markets = "+".join(p.get("markets") or ["all"])
     if flow_run.flow_name == "backfill":
         return f"backfill-{markets}-{p.get('start')}-to-{p.get('end')}"
     return f"daily-{markets}-{p.get('day') or 'latest'}"
@@ -140,7 +139,7 @@ def _run_name() -> str:
 def backfill(
     start: date,
     end: date,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     source: str = "yahoo",
     data_dir: str = "data",
     universe: str | None = None,
@@ -152,20 +151,19 @@ def backfill(
 ) -> RunSummary:
     """Prices for every session from `start` to `end` (after a warm-up read before `start`), then news and moves.
 
-    `news_source` defaults to the price source where it has news (csv has none)."""
-    if end < start:
-        raise AimovesError(f"--end {end} is before --start {start}")
-    stocks = load_universe(universe)
-    plans = [plan_backfill(stocks, m, start, end) for m in markets]
-    settings = SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, news_source_for(source, news_source))
+    Parameters are the fields of `aimoves.options.BackfillOptions` (declared and validated there):
+    `markets` defaults to the markets the universe lists; `news_source` to the price source's news."""
+    opts = options.parse(options.BackfillOptions, **locals())
+    stocks = options.load_universe(opts.universe)
+    plans = [plan_backfill(stocks, m, opts.start, opts.end) for m in options.run_markets(opts, stocks)]
     with library_logs_to_run():
-        return finish(prices("backfill", plans, settings, stocks, Catalog(data_dir)))
+        return finish(prices("backfill", plans, _source_settings(opts), stocks, Catalog(opts.data_dir)))
 
 
 @flow(name="daily", flow_run_name=_run_name)
 def daily(
     day: date | None = None,
-    markets: list[str] = list(MARKETS),
+    markets: list[str] | None = None,
     source: str = "yahoo",
     data_dir: str = "data",
     universe: str | None = None,
@@ -175,10 +173,17 @@ def daily(
     inject_defects: bool = False,
     news_source: str | None = None,
 ) -> RunSummary:
-    """One session per market: `day`, or each market's latest settled session (then news and moves)."""
-    stocks = load_universe(universe)
+    """One session per market: `day`, or each market's latest settled session (then news and moves).
+
+    Parameters are the fields of `aimoves.options.DailyOptions`; `markets` defaults to the universe's."""
+    opts = options.parse(options.DailyOptions, **locals())
+    stocks = options.load_universe(opts.universe)
     now = _scheduled_now()
-    plans = [plan_daily(stocks, m, day or latest_settled_session(m, now)) for m in markets]
-    settings = SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, news_source_for(source, news_source))
+    plans = [plan_daily(stocks, m, opts.day or latest_settled_session(m, now)) for m in options.run_markets(opts, stocks)]
     with library_logs_to_run():
-        return finish(prices("daily", plans, settings, stocks, Catalog(data_dir), now))
+        return finish(prices("daily", plans, _source_settings(opts), stocks, Catalog(opts.data_dir), now))
+
+
+def _source_settings(opts: options.RunOptions) -> SourceSettings:
+    return SourceSettings(opts.source, Path(opts.csv_dir) if opts.csv_dir else None, opts.seed, opts.shock_date,
+                          opts.inject_defects, news_source_for(opts.source, opts.news_source))

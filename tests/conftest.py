@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A busy machine starts the embedded server slowly; Prefect gives up after 20 s by default.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

@@ -114,8 +114,9 @@ def _compound(*rets: float) -> float:
 def test_load_prices_filters_and_types(data_dir: Path) -> None:
     prices = load_prices("2025-01-02", date(2025, 1, 3), symbols=["nvda", "981.HK"], data_dir=data_dir)
     assert list(prices["symbol"]) == ["0981.HK", "0981.HK", "NVDA", "NVDA"]  # symbols normalized, sorted by symbol, date
-    assert list(prices["date"]) == [pd.Timestamp("2025-01-02"), pd.Timestamp("2025-01-03")] * 2
-    assert prices["date"].dtype == "datetime64[ns]"
+    assert list(prices["date"]) == [date(2025, 1, 2), date(2025, 1, 3)] * 2
+    assert (prices.date == date(2025, 1, 3)).sum() == 2  # dates as the files hold them (issue 9 item 10)
+    assert type(prices["date"].iloc[0]) is type(pd.read_parquet(data_dir / "prices")["date"].iloc[0])  # what a Parquet reader gives
     assert isinstance(prices["market"].dtype, pd.StringDtype) or prices["market"].dtype == object
     assert not isinstance(prices["market"].dtype, pd.CategoricalDtype)
     assert pd.api.types.is_integer_dtype(prices["year"]) and set(prices["year"]) == {2025}
@@ -128,22 +129,22 @@ def test_load_prices_filters_and_types(data_dir: Path) -> None:
 def test_load_stock_and_sector_moves(data_dir: Path) -> None:
     cloud = load_stock_moves("2025-01-27", "2025-01-27", sectors="cloud", data_dir=data_dir)
     assert list(cloud["symbol"]) == ["3896.HK", "MSFT"]
-    assert cloud["prev_date"].dtype == "datetime64[ns]" and cloud["prev_date"].iloc[0] == pd.Timestamp("2025-01-24")
+    assert cloud["prev_date"].iloc[0] == date(2025, 1, 24) and type(cloud["prev_date"].iloc[0]) is date
     nvda = load_stock_moves(symbols="NVDA", markets=["US"], data_dir=data_dir)
-    assert nvda.set_index("date").loc[pd.Timestamp("2025-01-27"), "ret"] == pytest.approx(-0.17)
+    assert nvda.set_index("date").loc[date(2025, 1, 27), "ret"] == pytest.approx(-0.17)
 
     moves = load_sector_moves("2025-01-28", "2025-01-31", regions=["HK", "US"], sectors="cloud", data_dir=data_dir)
-    assert list(zip(moves["date"].dt.strftime("%m-%d"), moves["region"])) == [
+    assert list(zip(moves["date"].map(lambda d: d.strftime("%m-%d")), moves["region"])) == [
         (d, r) for d in ("01-28", "01-29", "01-30", "01-31") for r in ("HK", "US")
     ]  # sorted by date, region, sector
-    hk_closed = moves[(moves["region"] == "HK") & (moves["date"] >= "2025-01-29")]
+    hk_closed = moves[(moves["region"] == "HK") & (moves["date"] >= date(2025, 1, 29))]
     assert not hk_closed["market_open"].any() and hk_closed["ret_ew"].isna().all()
-    assert moves["date"].dtype == "datetime64[ns]" and not isinstance(moves["region"].dtype, pd.CategoricalDtype)
+    assert type(moves["date"].iloc[0]) is date and not isinstance(moves["region"].dtype, pd.CategoricalDtype)
 
 
 def test_missing_dataset_is_empty_and_missing_dir_is_an_error(data_dir: Path, tmp_path: Path) -> None:
     fx = load_fx(currencies="hkd", data_dir=data_dir)
-    assert fx.empty and list(fx.columns) == FX.schema.names and fx["date"].dtype == "datetime64[ns]"
+    assert fx.empty and list(fx.columns) == FX.schema.names and fx["date"].dtype == object
     quarantine = load_quarantine("2025-01-01", data_dir=data_dir)
     assert quarantine.empty and list(quarantine.columns) == QUARANTINE_PRICES.schema.names
     with pytest.raises(AimovesError, match=r"data dir .*nowhere does not exist"):

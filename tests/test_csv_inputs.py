@@ -319,10 +319,10 @@ def test_user_universe_with_real_shaped_csv_files_backfills_with_exit_0(tmp_path
         (csv_dir / f"{symbol}.csv").write_text(text)
     (tmp_path / "universe.yaml").write_text(USER_UNIVERSE)
     aimoves = Path(sys.executable).parent / "aimoves"
-    # TODO(markets default): drop --markets once markets default to the universe's (another branch).
+    # no --markets: a US+HK universe runs US and HK only (the default follows the universe)
     result = subprocess.run(
         [str(aimoves), "backfill", "--source", "csv", "--csv-dir", str(csv_dir), "--universe", str(tmp_path / "universe.yaml"),
-         "--start", str(START), "--end", str(END), "--data-dir", str(tmp_path / "data"), "--markets", "US,HK"],
+         "--start", str(START), "--end", str(END), "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "AIMOVES_DATA_DOCS": "0", "PREFECT_HOME": str(tmp_path / "prefect"),
              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"},  # NOTE: own server; a busy machine starts it slowly
     )

@@ -276,7 +276,7 @@ def test_prefect_yaml_defines_each_schedule_once() -> None:
     from aimoves.serve import load_specs
 
     specs = {s.name: s for s in load_specs(REPO / "prefect.yaml")}
-    assert list(specs) == ["daily-us", "daily-hk", "daily-cn", "derive-all", "backfill"]
+    assert list(specs) == ["daily-us", "daily-hk", "daily-cn", "derive-all", "backfill", "chunked-backfill", "backfill-chunk"]
     expected = {
         "daily-us": ("30 16 * * 1-5", "America/New_York", ["US"]),
         "daily-hk": ("30 16 * * 1-5", "Asia/Hong_Kong", ["HK"]),

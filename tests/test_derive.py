@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from aimoves.calendars import sessions
+from aimoves.expectations import suite_definition
 from aimoves.derive import BIG_MOVE_Z, VOL_MIN_PERIODS, DeriveWindow, compute_sector_moves, compute_stock_moves
 from aimoves.universe import parse_universe
 
@@ -165,15 +166,89 @@ def test_a_blocked_market_date_is_not_aggregated_and_all_says_so() -> None:
     assert not sectors[(sectors["region"] == "HK") & (sectors["date"] == pd.Timestamp("2025-01-28"))].empty
 
 
+def _sector_moves() -> pd.DataFrame:
+    return compute_sector_moves(_two_market_moves(), UNIVERSE, ["US", "HK", "ALL"], date(2025, 1, 27), date(2025, 2, 3))
+
+
+def _first(frame: pd.DataFrame, mask: pd.Series) -> int:
+    return int(np.flatnonzero(mask.to_numpy())[0])
+
+
+def _break_sector_row(name: str, f: pd.DataFrame) -> int:
+    """Break one row of sector moves so that expectation `name` fails; returns the row."""
+    traded = f["n_traded"] > 0
+    if name == "one_row_per_date_region_sector":
+        f.loc[len(f)] = f.loc[0]
+        return len(f) - 1
+    if name == "members_ge_traded":
+        f.loc[0, "n_traded"] = f.loc[0, "n_members"] + 1
+        return 0
+    if name == "traded_ge_advancers_plus_decliners":
+        i = _first(f, traded)
+        f.loc[i, "advancers_plus_decliners"] = f.loc[i, "n_traded"] + 1
+        return i
+    if name.endswith("_in_bounds"):
+        i = _first(f, traded)
+        f.loc[i, name.removesuffix("_in_bounds")] = -1.5
+        return i
+    if name == "closed_market_has_no_returns":
+        i = _first(f, ~f["market_open"])
+        f.loc[i, "ret_ew"] = 0.0
+        return i
+    if name == "region_known":
+        f.loc[0, "region"] = "EU"
+        return 0
+    if name == "top_ge_bottom":
+        i = _first(f, f["n_traded"] > 1)
+        f.loc[i, "top_ret"] = f.loc[i, "bottom_ret"] - 0.01
+        return i
+    if name == "traded_sector_has_return":
+        i = _first(f, traded)
+        f.loc[i, "ret_ew"] = np.nan
+        return i
+    raise AssertionError(f"no case breaks {name}: add one")
+
+
+SECTOR_EXPECTATIONS = [e["meta"]["name"] for e in suite_definition("sector_moves")["expectations"]]
+
+
 def test_sector_moves_pass_their_suite() -> None:
     from aimoves.schema import SECTOR_MOVES
     from aimoves.validate import split_by_suite
 
-    sectors = compute_sector_moves(_two_market_moves(), UNIVERSE, ["US", "HK", "ALL"], date(2025, 1, 27), date(2025, 2, 3))
-    result = split_by_suite("sector_moves", sectors, [f.name for f in SECTOR_MOVES.schema])
+    result = split_by_suite("sector_moves", _sector_moves(), [f.name for f in SECTOR_MOVES.schema])
     assert result.quarantined.empty, result.quarantined
-    broken = sectors.copy()
-    broken.loc[0, "n_traded"] = broken.loc[0, "n_members"] + 1
-    broken.loc[1, "cw_weight_sum"] = 0.9
+    assert result.failed_expectations == {}
+
+
+@pytest.mark.parametrize("name", SECTOR_EXPECTATIONS)
+def test_every_sector_expectation_can_fail_on_data(name: str) -> None:
+    from aimoves.schema import SECTOR_MOVES
+    from aimoves.validate import split_by_suite
+
+    broken = _sector_moves()
+    row = broken.loc[_break_sector_row(name, broken)]
     result = split_by_suite("sector_moves", broken, [f.name for f in SECTOR_MOVES.schema])
-    assert {"members_ge_traded", "cap_weights_sum_to_one"} <= set(result.failed_expectations)
+    assert name in result.failed_expectations, result.failed_expectations
+    hit = result.quarantined[result.quarantined["expectation"].str.contains(name)]
+    assert ((hit["date"] == row["date"]) & (hit["region"] == row["region"]) & (hit["sector"] == row["sector"])).any()
+
+
+def test_a_quarantined_sector_row_is_written_to_quarantine(tmp_path) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    from aimoves.derive import _split_and_write
+    from aimoves.schema import QUARANTINE_SECTOR_MOVES, SECTOR_MOVES
+    from aimoves.store import read_frame
+
+    broken = _sector_moves()
+    blocked = _first(broken, broken["region"] == "ALL")
+    broken.at[blocked, "dq_flags"] = ["blocked:HK"]
+    broken.loc[blocked, "n_traded"] = broken.loc[blocked, "n_members"] + 1
+    now = datetime(2025, 2, 4, tzinfo=UTC)
+    report = _split_and_write(broken, "sector_moves", SECTOR_MOVES, QUARANTINE_SECTOR_MOVES, tmp_path, "r1", now, "2025-01-27..2025-02-03")
+    assert report.quarantined == 1 and report.passed == len(broken) - 1
+    q = read_frame(QUARANTINE_SECTOR_MOVES, tmp_path, date(2025, 1, 1), date(2025, 12, 31))
+    assert len(q) == 1 and q.iloc[0]["expectation"] == "members_ge_traded"
+    assert list(q.iloc[0]["dq_flags"]) == ["blocked:HK"]
+    assert [r.label for r in report.suite_runs] == ["sector_moves"]

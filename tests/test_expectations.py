@@ -139,3 +139,41 @@ def test_real_big_moves_are_kept() -> None:
     frame.loc[~amd, ["open", "high", "low", "close", "adj_close"]] = good_frame().loc[~amd, ["open", "high", "low", "close", "adj_close"]]
     result = validate_prices(frame, "US", ["AMD", "NVDA"], TODAY)
     assert result.quarantined.empty
+
+
+def test_validation_returns_its_gx_results_as_values() -> None:
+    us = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY)
+    cn = validate_prices(good_frame("CN"), "CN", ["688256.SS", "688981.SS"], TODAY)
+    assert [(r.suite, r.label) for r in us.suite_runs] == [("prices", "prices-US")]
+    assert [(r.suite, r.label) for r in cn.suite_runs] == [("prices", "prices-CN")]
+    assert us.suite_runs[0].result is not cn.suite_runs[0].result and us.suite_runs[0].result.success
+
+
+@pytest.mark.parametrize("run_id", ["20260101T093000Z-5885", "20260101T093000Z-12"])
+def test_data_docs_are_built_for_run_ids_gx_cannot_parse(tmp_path, run_id: str) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    from aimoves import datadocs
+
+    started = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+    broken = CASES["high_ge_low"](good_frame())
+    runs = validate_prices(broken, "US", ["AMD", "NVDA"], TODAY).suite_runs
+    index = datadocs.build(tmp_path, run_id, started, runs)
+    assert index is not None and index.is_file()
+    pages = list((index.parent / "validations" / "prices").rglob("*.html"))
+    assert len(pages) == 1
+    assert run_id in pages[0].parts and "20260101T093000.000000Z" in pages[0].parts  # the run's real time, not parsed from its name
+    assert "Failed" in pages[0].read_text()  # the page shows the failed expectation
+
+
+def test_the_run_gathers_every_stages_gx_results_from_their_return_values() -> None:
+    from aimoves.derive import DeriveReport
+    from aimoves.flows.prices import run_suite_runs
+    from aimoves.runs import RunSummary
+
+    prices = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY).suite_runs
+    fx, stock, sector, news = (object() for _ in range(4))
+    summary = RunSummary("20260101T093000Z-5885", "backfill", "d", "2026-01-01T09:30:00+00:00")
+    summary.fx, summary.news = {"suite_runs": [fx]}, {"suite_runs": [news]}
+    summary.stock_moves, summary.sector_moves = DeriveReport("stock_moves", "w", suite_runs=[stock]), DeriveReport("sector_moves", "w", suite_runs=[sector])
+    assert run_suite_runs(summary, prices) == [*prices, fx, news, stock, sector]

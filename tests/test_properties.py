@@ -67,7 +67,7 @@ def test_sector_aggregates_satisfy_their_invariants(prices: pd.DataFrame) -> Non
             continue
         assert np.isclose(row["ret_ew"], group["ret"].mean())  # equal weights average
         w = group["mcap_usd_prev"] / group["mcap_usd_prev"].sum()
-        assert np.isclose(w.sum(), 1.0) and np.isclose(row["cw_weight_sum"], 1.0)  # cap weights sum to one
+        assert np.isclose(w.sum(), 1.0)  # cap weights sum to one
         assert np.isclose(row["ret_cw"], (w * group["ret"]).sum())
         assert group["ret"].min() <= row["ret_cw"] + 1e-12 and row["ret_cw"] <= group["ret"].max() + 1e-12
         if row["date"] in bench.index and pd.notna(bench[row["date"]]):

@@ -360,6 +360,7 @@ def write_news(frame: pd.DataFrame, data_dir: Catalog | Path | str, now: datetim
     deduped = merge_news(None, frame)
     summary["duplicates_in_batch"] = int(len(frame) - len(deduped))
     validation = validate_news(deduped, now)
+    summary["suite_runs"] = validation.suite_runs  # GX results as values, for Data Docs
     summary["failed_expectations"] = dict(validation.failed_expectations)
     summary["flagged"] = int(validation.flagged)
     if len(validation.quarantined):

@@ -357,9 +357,10 @@ class CsvSource:
         if not self.csv_dir.is_dir():
             raise InputFileError(f"{self.csv_dir}: CSV directory not found")
         frames, rejected, payloads, failures = [], [], [], []
+        files = {entry.name for entry in os.scandir(self.csv_dir)}  # one listing, not a stat per symbol; what each is, is checked on read
         for symbol in request.symbols:
             path = self.csv_dir / f"{symbol}.csv"
-            if not path.exists() and not path.is_symlink():
+            if path.name not in files:
                 failures.append(FetchFailure(symbol, f"no file {path}"))
                 continue
             try:

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Chunked backfill benchmark: `python bench/backfill.py --symbols N --years Y --chunked [--batch-size B] [--data-dir D]`.
+
+One fresh child process runs the `chunked-backfill` flow in-process (its chunks as subflows, one
+after the other) on the same synthetic universe and window as bench/backfill.py, against the Prefect
+test server (started before the clock, not counted). Printed: wall time, chunk count, price rows,
+Parquet files, and the child's peak RSS (ru_maxrss: the whole process, imports included), which is
+what a chunk bounds; the server's peak on its own line. Pass/fail against 2 GiB per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backfill import (  # noqa: E402  (the bench folder is not a package)
+    GIB,
+    MARKETS,
+    MIB,
+    TARGET_RSS_GIB,
+    _peak_self,
+    _prefect_session,
+    _rss_now,
+    bench_env,
+    count_files,
+    git_revision,
+    progress,
+    universe_yaml,
+    window,
+)
+
+
+def child(spec: dict) -> dict:
+    """The measured run (in a fresh process)."""
+    from aimoves.flows.chunked import chunked_backfill
+
+    stack, server_s, _ = _prefect_session()
+    try:
+        rss_start = _rss_now()
+        t0 = time.perf_counter()
+        result = chunked_backfill(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]), markets=spec["markets"],
+                                  source="simulated", data_dir=spec["data_dir"], universe=spec["universe"], batch_size=spec["batch_size"])
+        wall = time.perf_counter() - t0
+        peak = _peak_self()
+    finally:
+        stack.close()
+    return {"wall": wall, "server_start": server_s, "rss_start": rss_start, "peak_rss": peak, "chunks": result["chunks"],
+            "server_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+
+
+def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir: str | None, out: Path | None) -> int:
+    """Run the chunked benchmark once and print its figures."""
+    if data_dir and data_dir.startswith("s3://"):
+        raise SystemExit("--data-dir s3://… needs the Catalog's object-store support (issue 12, second part); use a local folder for now")
+    work = out.resolve() if out else Path(tempfile.mkdtemp(prefix="aimoves-bench-chunked-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = Path(data_dir).resolve() if data_dir else work / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    try:
+        universe = work / "universe.yaml"
+        universe.write_text(universe_yaml(symbols))
+        start, end = window(years)
+        spec = {"start": start.isoformat(), "end": end.isoformat(), "markets": markets, "universe": str(universe),
+                "data_dir": str(data), "batch_size": batch_size, "result": str(work / "chunked.result.json")}
+        (work / "chunked.spec.json").write_text(json.dumps(spec))
+        log = work / "chunked.log"
+        progress(f"chunked backfill of {symbols} symbols x {years} years ({start}..{end}), batches of {batch_size}; log: {log}")
+        t0 = time.perf_counter()
+        with open(log, "w") as f:
+            rc = subprocess.call([sys.executable, os.path.abspath(__file__), str(work / "chunked.spec.json")], env=bench_env(work),
+                                 stdout=f, stderr=subprocess.STDOUT)
+        if rc != 0:
+            raise SystemExit(f"chunked child failed (exit {rc}); last lines of {log}:\n{''.join(log.read_text().splitlines(True)[-40:])}")
+        res = json.loads(Path(spec["result"]).read_text())
+        import pyarrow.dataset as ds
+
+        rows = ds.dataset(data / "prices", format="parquet", partitioning="hive").count_rows()
+        print(f"revision: {git_revision()}")
+        print(f"chunked backfill: {symbols} symbols x {years} years, markets {','.join(markets)}, batch size {batch_size}, {res['chunks']} chunks")
+        print(f"wall: {res['wall']:.1f} s (process {time.perf_counter() - t0:.1f} s; Prefect server start {res['server_start']:.1f} s not counted)")
+        print(f"price rows: {rows:,}  ({rows / res['wall']:,.0f} rows/s)")
+        print(f"parquet files: prices {count_files(data / 'prices')}, stock_moves {count_files(data / 'stock_moves')}, "
+              f"sector_moves {count_files(data / 'sector_moves')}")
+        print(f"peak RSS, chunked-backfill process: {res['peak_rss'] / MIB:,.0f} MiB (at start {res['rss_start'] / MIB:,.0f} MiB)")
+        print(f"peak RSS, Prefect server: {res['server_peak_rss'] / MIB:,.0f} MiB")
+        ok = res["peak_rss"] <= TARGET_RSS_GIB * GIB
+        print(f"{'PASS' if ok else 'FAIL'}: peak RSS per process <= {TARGET_RSS_GIB:.0f} GiB")
+        return 0
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    Path(spec["result"]).write_text(json.dumps(child(spec)))

@@ -1,0 +1,290 @@
+"""The production shape, started by tests: PostgreSQL, a Prefect server on it, the `aimoves` pool, deployments, two workers.
+
+Every part is a process this module started and stops by its process group: SIGTERM, a timeout,
+then SIGKILL (Prefect workers ignore SIGTERM and SIGINT for 30 s+). PostgreSQL's initdb and pg_ctl
+refuse to run as root, so as root they run as the `postgres` user, in a data dir, socket dir and log
+file that user owns; the server listens on 127.0.0.1 and a free port. Where PostgreSQL or asyncpg
+cannot be had, `team()` skips with the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3kit import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = "aimoves"
+STOP_TIMEOUT_S = 10.0
+
+
+def _pg_bin() -> Path | None:
+    """The newest PostgreSQL server binaries installed (Debian keeps them under /usr/lib/postgresql/N/bin)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def why_no_postgres() -> str | None:
+    """None when the team stack can start here, else why not (the skip reason)."""
+    if _pg_bin() is None:
+        return "PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql"
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no `postgres` user to run initdb/pg_ctl as"
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return "asyncpg is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    """`args` run as the postgres user when we are root (initdb and pg_ctl refuse root)."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the process group `proc` leads, then SIGKILL after `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    try:  # children that outlived their leader (a flow-run subprocess of a worker)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Postgres:
+    port: int
+    data: Path
+    bin: Path
+    user: str = "aimoves"
+    db: str = "prefect"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{self.db}"
+
+
+@contextmanager
+def postgres(tmp: Path) -> Iterator[Postgres]:
+    """A fresh PostgreSQL cluster on 127.0.0.1:<free port> with a database `prefect` (trust auth, local only)."""
+    pg_bin = _pg_bin()
+    assert pg_bin is not None
+    # NOTE: not under pytest's tmp_path: pytest keeps /tmp/pytest-of-<user> at mode 0700 (and every
+    # pytest session on the machine resets it), so the postgres user could not reach its files there.
+    root = Path(tempfile.mkdtemp(prefix="aimoves-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, sock, log = root / "data", root / "sock", root / "log"
+    pg = Postgres(free_port(), data, pg_bin)
+
+    def run(args: list[str]) -> None:
+        done = subprocess.run(_as_postgres(args), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}\n{log.read_text() if log.exists() else ''}")
+
+    run(["mkdir", "-p", str(sock)])
+    run([str(pg_bin / "initdb"), "-D", str(data), "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-sync"])
+    opts = f"-c listen_addresses=127.0.0.1 -p {pg.port} -k {sock} -c fsync=off"
+    run([str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"])
+    try:
+        run([str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.user, pg.db])
+        yield pg
+    finally:
+        subprocess.run(_as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "-t", "30", "stop"]),
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Team:
+    """A Prefect server on PostgreSQL with the `aimoves` pool, prefect.yaml deployed, and two workers."""
+
+    tmp: Path
+    pg: Postgres
+    port: int
+    env: dict[str, str]
+    clone: Path
+    server: subprocess.Popen[bytes] | None = None
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def cli(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """`python -m prefect …` (or another module) against this server."""
+        env = {**self.env, "PWD": str(cwd or self.tmp)}
+        return subprocess.run([sys.executable, *args], cwd=cwd or self.tmp, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        return subprocess.Popen([sys.executable, *args], cwd=self.clone, env={**self.env, "PWD": str(self.clone)},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    @contextmanager
+    def settings(self) -> Iterator[None]:
+        """This process's Prefect client talks to the team server."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+            yield
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        # --limit 2: a worker takes at most two runs at once, so three runs submitted together spread over both
+        # workers (and a chunked backfill's parent, which waits for its chunks, leaves its worker a slot).
+        proc = self.spawn(name, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2",
+                          "--prefetch-seconds", "0")
+        self.workers[name] = proc
+        return proc
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Events named `name` from the server's API, oldest first."""
+        import httpx
+
+        body = {"filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 50}
+        response = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=30)
+        response.raise_for_status()
+        return list(reversed(response.json()["events"]))
+
+    def workers_of_runs(self) -> dict[str, str]:
+        """flow-run id → the name of the worker that submitted it (from `prefect.worker.submitted-flow-run` events)."""
+        taken = {}
+        for event in self.events("prefect.worker.submitted-flow-run"):
+            worker = event["resource"].get("prefect.resource.name", event["resource"]["prefect.resource.id"])
+            for related in event.get("related", []):
+                if related["prefect.resource.id"].startswith("prefect.flow-run."):
+                    taken[related["prefect.resource.id"].removeprefix("prefect.flow-run.")] = worker
+        return taken
+
+
+def _wait_healthy(team: Team, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert team.server is not None
+        if team.server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {team.server.returncode}:\n{team.log('server')}")
+        try:
+            if httpx.get(f"{team.api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s:\n{team.log('server')}")
+
+
+@contextmanager
+def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[Team]:
+    """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `prefect deploy --all`, `workers` workers."""
+    reason = why_no_postgres()
+    if reason:
+        pytest.skip(reason)
+    with ExitStack() as stack:
+        started = time.monotonic()
+        pg = stack.enter_context(postgres(tmp))
+        clone = tmp / "clone"  # a checkout's deployable part: prefect.yaml and flows/ (the package is installed)
+        clone.mkdir()
+        shutil.copy(REPO / "prefect.yaml", clone)
+        shutil.copytree(REPO / "flows", clone / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+        port = free_port()
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_API_DATABASE_CONNECTION_URL": pg.url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+        }
+        env.pop("PREFECT_PROFILES_PATH", None)
+        t = Team(tmp, pg, port, env, clone)
+        t.timings["postgres"] = time.monotonic() - started
+        t.server = t.spawn("server", "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        stack.callback(lambda: stop_group(t.server))  # type: ignore[arg-type]
+        _wait_healthy(t, server_timeout)
+        t.timings["server"] = time.monotonic() - started - t.timings["postgres"]
+        pool = t.cli("-m", "prefect", "work-pool", "create", POOL, "--type", "process", cwd=clone)
+        assert pool.returncode == 0, pool.stdout + pool.stderr
+        mark = time.monotonic()
+        deploy = t.cli("-m", "prefect", "deploy", "--all", cwd=clone, timeout=300)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        t.timings["deploy"] = time.monotonic() - mark
+        for i in range(1, workers + 1):
+            proc = t.start_worker(f"worker-{i}")
+            stack.callback(stop_group, proc)
+        t.timings["total"] = time.monotonic() - started
+        yield t
+
+
+def wait_for_workers(t: Team, names: set[str], timeout: float = 120) -> None:
+    """Until every worker in `names` has sent its first heartbeat to the pool."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    with t.settings(), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            seen = {w.name for w in client.read_workers_for_work_pool(POOL)}
+            if names <= seen:
+                return
+            for name in names - seen:
+                if t.workers[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {t.workers[name].returncode}:\n{t.log(name)}")
+            time.sleep(0.5)
+    raise RuntimeError(f"workers {sorted(names - seen)} did not reach the pool in {timeout:.0f} s")
+
+
+def wait_for_runs(t: Team, ids: list[Any], timeout: float = 300) -> list[Any]:
+    """The flow runs `ids` once all are in a final state."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with t.settings(), get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(i) for i in ids]
+            if all(r.state is not None and r.state.is_final() for r in runs):
+                return runs
+            if time.monotonic() > deadline:
+                states = {r.name: r.state.name if r.state else None for r in runs}
+                raise TimeoutError(f"runs not final after {timeout:.0f} s: {states}\n"
+                                   + "\n".join(f"--- {n}\n{t.log(n)}" for n in t.workers))
+            time.sleep(1)
