@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -208,9 +207,9 @@ def test_a_data_dir_written_before_the_catalog_reads_appends_and_derives(tmp_pat
     run_prices("backfill", plans, SourceSettings("simulated", inject_defects=True, news="simulated"), universe, data)
     after = load_prices(data_dir=data)
     assert not after.duplicated(["symbol", "date"]).any()
-    old_keys = pd.MultiIndex.from_frame(before["prices"][["symbol", "date"]].astype({"date": "datetime64[ns]"}))
-    assert old_keys.isin(pd.MultiIndex.from_frame(after[["symbol", "date"]])).all()
-    assert after["date"].max() == pd.Timestamp("2025-01-24")
+    keys = [pd.MultiIndex.from_arrays([f["symbol"], pd.to_datetime(f["date"])]) for f in (before["prices"], after)]
+    assert keys[0].isin(keys[1]).all()
+    assert pd.to_datetime(after["date"]).max() == pd.Timestamp("2025-01-24")
     moves = load_stock_moves("2025-01-20", "2025-01-24", data_dir=data)
     assert set(moves["market"]) == {"US", "HK"} and not moves.duplicated(["symbol", "date"]).any()
     assert load_sector_moves("2025-01-24", "2025-01-24", regions=["ALL"], data_dir=data)["n_members"].sum() > 0
