@@ -154,6 +154,7 @@ class DerivePlan:
 
     start: date
     end: date
+    write_start: date  # the earliest requested session (the divergence starts there)
     markets: list[str]
     windows: list[DeriveWindow]
     blocked: set[tuple[str, date]]
@@ -169,6 +170,7 @@ def plan_derive(plans: list[MarketPlan], reports: list[MarketReport]) -> DeriveP
     return DerivePlan(
         start=min(p.request.start for p, _ in done),
         end=max(p.write_end for p, _ in done),
+        write_start=min(p.write_start for p, _ in done),
         markets=[p.market for p, _ in done],
         windows=[DeriveWindow(p.market, next_session(p.market, p.request.start), p.write_end) for p, _ in done],
         blocked={(r.market, d) for _, r in done for d in r.blocked_dates},
@@ -264,5 +266,9 @@ def run_prices(
                                        run.summary.run_id, run.now, settings.seed, settings.shock_date)
         run.summary.stock_moves = derive_stock_moves(catalog, universe, work.windows, run.summary.run_id, run.now)
         run.summary.sector_moves = derive_sector_moves(catalog, universe, work.windows, work.blocked, run.summary.run_id, run.now)
+        if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
+            from aimoves.divergence import derive_divergence
+
+            run.summary.divergence = derive_divergence(catalog, universe, work.write_start, work.end, run.summary.run_id, run.now, work.blocked)
         warn_blocked(run.summary.sector_moves)
     return raise_if_failed(record_run(run))

@@ -50,7 +50,13 @@ def derive(
     with library_logs_to_run():
         summary.stock_moves = td.stock_moves(catalog, stocks, windows, summary.run_id, now)
         summary.sector_moves = td.sector_moves(catalog, stocks, windows, set(), summary.run_id, now)
-    logger.info("stock_moves: %d rows; sector_moves: %d rows", summary.stock_moves.passed, summary.sector_moves.passed)
+        summary.divergence = td.divergence(catalog, stocks, start, end, set(), summary.run_id, now)
+    logger.info("stock_moves: %d rows; sector_moves: %d rows; divergence: %d rows", summary.stock_moves.passed, summary.sector_moves.passed,
+                summary.divergence.passed)
     summary.finished_at = datetime.now(UTC).isoformat()
     write_run_record(summary, catalog)
+    from aimoves.assets import publish_derived
+    from prefect.runtime import flow_run
+
+    publish_derived(summary, catalog.location, flow_run.name or summary.run_id, digest_day=end)  # NOTE: a local path (not yet on the Catalog)
     return summary

@@ -43,6 +43,8 @@ def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, univers
                              run.now, settings.seed, settings.shock_date)
         s.stock_moves = td.stock_moves(catalog, universe, work.windows, s.run_id, run.now)
         s.sector_moves = td.sector_moves(catalog, universe, work.windows, work.blocked, s.run_id, run.now)
+        if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
+            s.divergence = td.divergence(catalog, universe, work.write_start, work.end, work.blocked, s.run_id, run.now)
         warn_blocked(s.sector_moves)
     publish_run(record_run(run), catalog, suite_runs_of(run))
     return raise_if_failed(run.summary)
@@ -88,6 +90,9 @@ def publish_run(summary: RunSummary, catalog: Catalog, suite_runs: list) -> None
                                  description=f"Validation results of this run ({index})")
     except Exception as exc:
         get_run_logger().warning("Data Docs not built: %s", exc)
+    from aimoves.assets import publish_derived
+
+    publish_derived(summary, catalog.location, run_name)  # NOTE: assets and digest take a local path (not yet on the Catalog)
     share = publish.quarantine_share(summary)
     if share > publish.QUARANTINE_ALERT_SHARE:
         emit_event(

@@ -48,3 +48,11 @@ def sector_moves(
 ) -> d.DeriveReport:
     with gc_paused():
         return d.derive_sector_moves(catalog, universe, windows, blocked, run_id, now)
+
+
+@task(name="derive-divergence", cache_policy=NO_CACHE, tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+def divergence(catalog: Catalog, universe: Universe, start: date, end: date, blocked: set[tuple[str, date]], run_id: str, now: datetime) -> d.DeriveReport:
+    from aimoves.divergence import derive_divergence
+
+    with gc_paused():
+        return derive_divergence(catalog, universe, start, end, run_id, now, blocked)
