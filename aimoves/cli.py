@@ -79,7 +79,9 @@ def _print_failures(market: str, failures: list[dict], summary) -> None:  # noqa
     for f in failures[:FAILURES_SHOWN] if len(failures) > FAILURES_SHOWN + 1 else failures:
         out.print(escape(f"{market} failed symbol {f['symbol']}: {f['reason']}"), highlight=False)
     if len(failures) > FAILURES_SHOWN + 1:
-        record = Path(summary.data_dir) / "_runs" / f"{summary.run_id}.json"
+        from aimoves.catalog import Catalog
+
+        record = Catalog(summary.data_dir).run_record_path(summary.run_id)
         out.print(escape(f"{market}: {len(failures):,} symbols failed in all; {len(failures) - FAILURES_SHOWN:,} more in {record}"), highlight=False)
 
 
