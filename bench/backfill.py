@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inject-defects", action="store_true", help="let the simulated source inject its defects (exercises quarantine)")
     parser.add_argument("--with-news", action="store_true", help="let the flows fetch news too (off by default: the floor has no news stage, so the ratio would compare unequal work)")
     parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
-    parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); s3://… once the Catalog has object storage")
+    parser.add_argument("--data-dir", help="write the runs' data under this folder or s3://bucket/prefix (AWS settings from the environment; default: the work folder)")
     parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
     parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
