@@ -142,9 +142,9 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
     if summary.sector_moves and summary.sector_moves.blocked:
         out.print(f"[yellow]sector moves not computed (prices batch failed):[/] {', '.join(summary.sector_moves.blocked)}", highlight=False)
-    data = Path(summary.data_dir)
+    data = str(summary.data_dir).rstrip("/")  # a folder or s3://bucket/prefix (a Path would fold the `//`)
     wrote = [
-        f"{what} to {data / path}"
+        f"{what} to {data}/{path}"
         for what, path, count in (
             ("prices", "prices", sum(m.passed for m in summary.markets)),
             ("quarantined rows", "quarantine/prices", sum(m.quarantined for m in summary.markets)),
@@ -156,7 +156,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
         )
         if count
     ]
-    wrote.append(f"the run record to {data / '_runs' / (summary.run_id + '.json')}")
+    wrote.append(f"the run record to {data}/_runs/{summary.run_id}.json")
     out.print(f"Finished in {elapsed:.1f} s. Wrote {', '.join(wrote)}.", highlight=False)
     if strict and summary.needs_attention:
         err.print("[yellow]--strict: rows were quarantined or symbols failed; exiting 1[/]")
