@@ -47,7 +47,9 @@ class Materialization:
 
 
 def asset_key(data_dir: Path, dataset: str) -> str:
-    """The dataset's asset key: its folder as a URI."""
+    """The dataset's asset key: its folder as a URI (`s3://bucket/prefix/<dataset>` on object storage)."""
+    if "://" in str(data_dir):
+        return f"{str(data_dir).rstrip('/')}/{dataset}"
     return (Path(data_dir).resolve() / dataset).as_uri()
 
 
@@ -93,7 +95,7 @@ def report_assets(summary: Any, data_dir: Path) -> list[str]:
     for m in written:
         key = asset_key(data_dir, m.dataset)
         upstream = [Asset(key=asset_key(data_dir, u)) for u in UPSTREAM.get(m.dataset, ()) if u in names or u in ("raw", "prices", "stock_moves")]
-        asset = Asset(key=key, properties=AssetProperties(name=m.dataset, description=f"aimoves dataset {m.dataset} in {Path(data_dir).resolve()}"))
+        asset = Asset(key=key, properties=AssetProperties(name=m.dataset, description=f"aimoves dataset {m.dataset} at {key}"))
         task = materialize(asset, asset_deps=upstream, by="aimoves", name=f"materialize-{m.dataset}", cache_policy=NO_CACHE)(_record)
         task(key, m.metadata)
         done.append(key)
@@ -161,6 +163,9 @@ def publish_digest(data_dir: Path, day: object) -> Path | None:
 
     from aimoves.digest import DigestError, write_digest
 
+    if "://" in str(data_dir):  # NOTE: the digest renders from local files; on object storage run `aimoves digest` where they are
+        log.info("no digest for %s: the digest is written for a local data dir only", data_dir)
+        return None
     try:
         result = write_digest(data_dir, Path(data_dir) / "_digests", day)
     except DigestError as exc:

@@ -65,6 +65,14 @@ def partition_path(spec: DatasetSpec, values: tuple) -> str:
 class Catalog:
     """A data location (a local folder or an fsspec URL) and everything under it."""
 
+    def __new__(cls, location: str | os.PathLike) -> Catalog:
+        """An `s3://bucket/prefix` location gets the object-store Catalog (aimoves.s3catalog): same layout, its own seams."""
+        if cls is Catalog and str(location).startswith("s3://"):
+            from aimoves.s3catalog import S3Catalog
+
+            return super().__new__(S3Catalog)
+        return super().__new__(cls)
+
     def __init__(self, location: str | os.PathLike) -> None:
         self.location = str(location)
         self.fs: fsspec.AbstractFileSystem
@@ -111,6 +119,9 @@ class Catalog:
 
     def gx_dir(self) -> str:
         return self.path("_gx")
+
+    def data_docs_built(self) -> None:
+        """Called after Data Docs were built under `gx_dir()` (an object store uploads the site then)."""
 
     def data_docs_index(self) -> str:
         return self.path("_gx", "gx", "uncommitted", "data_docs", "local_site", "index.html")

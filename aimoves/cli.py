@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aimoves.errors import AimovesError
+from aimoves.location import ENV_VAR as DATA_DIR_ENV
 
 # NOTE: Typer's rich help prints `<bool>` after every flag (even --help); click's plain help does not.
 app = typer.Typer(
@@ -32,7 +33,15 @@ err = Console(stderr=True, emoji=False)  # progress and errors: stderr
 SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulated | replay")]
 CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]
 UniverseOpt = Annotated[Optional[Path], typer.Option("--universe", help="Universe YAML file (default: the one shipped with aimoves).")]
-DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where datasets, raw/ and quarantine/ live.")]
+
+
+def _data_location(value: str | Path) -> Path:
+    """A folder as a Path; an `s3://bucket/prefix` URL kept as written (a Path would fold its `//`)."""
+    return str(value) if str(value).startswith("s3://") else Path(value)  # type: ignore[return-value]
+
+
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_DIR_ENV, parser=_data_location,
+                                          help="Where datasets, raw/ and quarantine/ live: a folder or s3://bucket/prefix (default: $AIMOVES_DATA_DIR, else ./data).")]
 MarketsOpt = Annotated[Optional[str], typer.Option("--markets", help="Comma-separated markets: US,HK,CN (default: the markets the universe lists).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit non-zero when rows were quarantined or symbols failed.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="With --source simulated: random seed.")]
@@ -133,9 +142,9 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
     if summary.sector_moves and summary.sector_moves.blocked:
         out.print(f"[yellow]sector moves not computed (prices batch failed):[/] {', '.join(summary.sector_moves.blocked)}", highlight=False)
-    data = Path(summary.data_dir)
+    data = str(summary.data_dir).rstrip("/")  # a folder or s3://bucket/prefix (a Path would fold the `//`)
     wrote = [
-        f"{what} to {data / path}"
+        f"{what} to {data}/{path}"
         for what, path, count in (
             ("prices", "prices", sum(m.passed for m in summary.markets)),
             ("quarantined rows", "quarantine/prices", sum(m.quarantined for m in summary.markets)),
@@ -147,7 +156,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
         )
         if count
     ]
-    wrote.append(f"the run record to {data / '_runs' / (summary.run_id + '.json')}")
+    wrote.append(f"the run record to {data}/_runs/{summary.run_id}.json")
     out.print(f"Finished in {elapsed:.1f} s. Wrote {', '.join(wrote)}.", highlight=False)
     if strict and summary.needs_attention:
         err.print("[yellow]--strict: rows were quarantined or symbols failed; exiting 1[/]")

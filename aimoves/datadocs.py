@@ -55,5 +55,6 @@ def build(data_dir: Catalog | Path | str, run_id: str, run_time: datetime, suite
         context.validation_results_store.set(key, s.result)
         keys.append(key)
     context.build_data_docs(resource_identifiers=keys)
+    catalog.data_docs_built()
     index = catalog.data_docs_index()
     return index if catalog.fs.exists(index) else None

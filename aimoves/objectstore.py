@@ -140,14 +140,15 @@ class ObjectStore:
         self.url = S3Url.parse(url)
         self.client = client if client is not None else s3_client()
 
-    def check(self) -> None:
-        """Fail fast with one clear line: credentials, endpoint, bucket, and the right to write (a probe object, deleted again)."""
+    def check(self, write: bool = True) -> None:
+        """Fail fast with one clear line: credentials, endpoint, bucket, and (`write`) the right to write (a probe object, deleted again)."""
         probe = self.url.key(f"_probe/{uuid.uuid4().hex}")
-        for action, call in (
+        steps = [
             ("open", lambda: self.client.head_bucket(Bucket=self.url.bucket)),
             ("write", lambda: self.client.put_object(Bucket=self.url.bucket, Key=probe, Body=b"")),
             ("delete", lambda: self.client.delete_object(Bucket=self.url.bucket, Key=probe)),
-        ):
+        ]
+        for action, call in steps if write else steps[:1]:
             try:
                 call()
             except Exception as exc:

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from aimoves.catalog import Catalog
 from aimoves.errors import ConfigError
@@ -46,7 +46,15 @@ def _market_list(value: object) -> object:
     return list(dict.fromkeys(markets))
 
 
+def _data_location(value: object) -> object:
+    """No data_dir given: where aimoves.location says (AIMOVES_DATA_DIR, the Variable aimoves-data-dir, ./data), at run time."""
+    from aimoves.location import resolve_data_dir
+
+    return resolve_data_dir(None) if value is None or value == "" else str(value)
+
+
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+DataLocation = Annotated[str, BeforeValidator(_data_location)]
 Markets = Annotated[list[str] | None, BeforeValidator(_market_list)]
 
 
@@ -55,7 +63,7 @@ class DataOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data_dir: str = "data"
+    data_dir: DataLocation = Field(default=None, validate_default=True)  # None: resolved when the run starts (aimoves.location)
     universe: str | None = None  # None: the universe shipped with aimoves
     markets: Markets = None  # None: the markets the universe lists
 
@@ -167,7 +175,14 @@ def markets_of(options: DataOptions, universe: Any) -> list[str]:
 
 
 def check_data_dir(data_dir: str | Path, must_exist: bool = False, writable: bool = True) -> None:
-    """A folder (not a file) that exists when `must_exist`, and that we can write to (or create) when `writable`."""
+    """A folder (not a file) that exists when `must_exist`, and that we can write to (or create) when `writable`.
+
+    An `s3://bucket/prefix` location: credentials, endpoint and bucket, and a probe write when `writable` (one line if not)."""
+    from aimoves.objectstore import ObjectStore, is_object_store
+
+    if is_object_store(data_dir):
+        ObjectStore(str(data_dir)).check(write=writable)
+        return
     path = Path(data_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--data-dir {path}: is a file, not a folder; pass a folder (it is created if missing)")

@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inject-defects", action="store_true", help="let the simulated source inject its defects (exercises quarantine)")
     parser.add_argument("--with-news", action="store_true", help="let the flows fetch news too (off by default: the floor has no news stage, so the ratio would compare unequal work)")
     parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
-    parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); s3://… once the Catalog has object storage")
+    parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); with --chunked also s3://bucket/prefix (AWS settings from the environment)")
     parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
     parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         markets = [m.strip().upper() for m in (args.markets or ",".join(MARKETS)).split(",") if m.strip()]  # the synthetic universe lists all three
         return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out)
     if args.data_dir and args.data_dir.startswith("s3://"):
-        parser.error("--data-dir s3://… needs the Catalog's object-store support (issue 12, second part)")
+        parser.error("--data-dir s3://… goes with --chunked (the pipeline/floor comparison reads its output from local files)")
     if args.repeats < 3:
         print(f"note: --repeats {args.repeats}: figures are single runs, not medians of 3 (use this only while iterating)")
     if not 3 <= args.symbols <= 26_000:

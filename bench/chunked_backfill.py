@@ -32,7 +32,6 @@ from backfill import (  # noqa: E402  (the bench folder is not a package)
     _prefect_session,
     _rss_now,
     bench_env,
-    count_files,
     git_revision,
     progress,
     universe_yaml,
@@ -60,12 +59,12 @@ def child(spec: dict) -> dict:
 
 def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir: str | None, out: Path | None) -> int:
     """Run the chunked benchmark once and print its figures."""
-    if data_dir and data_dir.startswith("s3://"):
-        raise SystemExit("--data-dir s3://… needs the Catalog's object-store support (issue 12, second part); use a local folder for now")
     work = out.resolve() if out else Path(tempfile.mkdtemp(prefix="aimoves-bench-chunked-"))
     work.mkdir(parents=True, exist_ok=True)
-    data = Path(data_dir).resolve() if data_dir else work / "data"
-    shutil.rmtree(data, ignore_errors=True)
+    remote = bool(data_dir and data_dir.startswith("s3://"))  # an s3:// location: AWS settings from the environment
+    data = data_dir if remote else (Path(data_dir).resolve() if data_dir else work / "data")
+    if not remote:
+        shutil.rmtree(data, ignore_errors=True)
     try:
         universe = work / "universe.yaml"
         universe.write_text(universe_yaml(symbols))
@@ -82,15 +81,17 @@ def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir
         if rc != 0:
             raise SystemExit(f"chunked child failed (exit {rc}); last lines of {log}:\n{''.join(log.read_text().splitlines(True)[-40:])}")
         res = json.loads(Path(spec["result"]).read_text())
-        import pyarrow.dataset as ds
+        from aimoves.catalog import Catalog
+        from aimoves.schema import PRICES, SECTOR_MOVES, STOCK_MOVES
 
-        rows = ds.dataset(data / "prices", format="parquet", partitioning="hive").count_rows()
+        catalog = Catalog(str(data))
+        rows = catalog.count_rows(PRICES)
         print(f"revision: {git_revision()}")
         print(f"chunked backfill: {symbols} symbols x {years} years, markets {','.join(markets)}, batch size {batch_size}, {res['chunks']} chunks")
         print(f"wall: {res['wall']:.1f} s (process {time.perf_counter() - t0:.1f} s; Prefect server start {res['server_start']:.1f} s not counted)")
         print(f"price rows: {rows:,}  ({rows / res['wall']:,.0f} rows/s)")
-        print(f"parquet files: prices {count_files(data / 'prices')}, stock_moves {count_files(data / 'stock_moves')}, "
-              f"sector_moves {count_files(data / 'sector_moves')}")
+        print(f"parquet files: prices {len(catalog.dataset_files(PRICES))}, stock_moves {len(catalog.dataset_files(STOCK_MOVES))}, "
+              f"sector_moves {len(catalog.dataset_files(SECTOR_MOVES))} ({data})")
         print(f"peak RSS, chunked-backfill process: {res['peak_rss'] / MIB:,.0f} MiB (at start {res['rss_start'] / MIB:,.0f} MiB)")
         print(f"peak RSS, Prefect server: {res['server_peak_rss'] / MIB:,.0f} MiB")
         ok = res["peak_rss"] <= TARGET_RSS_GIB * GIB

@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger
 from aimoves import chunks as c
 from aimoves.catalog import Catalog
 from aimoves.errors import AimovesError
+from aimoves.location import resolve_data_dir
 from aimoves.flows.prices import market as prices_of_market
 from aimoves.markets import MARKETS
 from aimoves.run import Run
@@ -52,12 +53,12 @@ def _record(catalog: Catalog, run_id: str) -> dict[str, Any]:
 def backfill_chunk(
     stage: str, market: str, start: date, end: date, run_id: str, window_start: date,
     symbols: list[str] | None = None, batch: int = 0, batches: int = 1, markets: list[str] = list(MARKETS),
-    blocked: list[str] | None = None, source: str = "yahoo", data_dir: str = "data", universe: str | None = None,
+    blocked: list[str] | None = None, source: str = "yahoo", data_dir: str | None = None, universe: str | None = None,
     csv_dir: str | None = None, seed: int | None = None, shock_date: date | None = None, inject_defects: bool = False,
 ) -> dict[str, Any]:
     """One chunk of one stage: `prices` (fetch → write), `stock_moves` or `sector_moves`; its record goes to `_runs/<run_id>.json`."""
     chunk = c.Chunk(market, start, end, tuple(symbols or ()), batch, batches)
-    stocks, root, now = load_universe(universe), Catalog(data_dir), datetime.now(UTC)
+    stocks, root, now = load_universe(universe), Catalog(resolve_data_dir(data_dir)), datetime.now(UTC)
     summary = RunSummary(run_id, f"chunk-{stage}", str(root), now.isoformat())
     if stage == "prices":
         settings = SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
@@ -107,20 +108,21 @@ def _run_stage(stage: str, chunks: list[c.Chunk], common: dict[str, Any], parent
                         if not run.state.is_completed():
                             failed.append(k.name)
                 if pending:
-                    time.sleep(2)
+                    time.sleep(0.5)
     logger.info("%s: %d chunks, %d failed%s", stage, len(chunks), len(failed), f" ({', '.join(failed)})" if failed else "")
     return failed
 
 
 @flow(name="chunked-backfill", flow_run_name="chunked-backfill-{start}-to-{end}")
 def chunked_backfill(
-    start: date, end: date, markets: list[str] = list(MARKETS), source: str = "yahoo", data_dir: str = "data",
+    start: date, end: date, markets: list[str] = list(MARKETS), source: str = "yahoo", data_dir: str | None = None,
     universe: str | None = None, csv_dir: str | None = None, seed: int | None = None, shock_date: date | None = None,
     inject_defects: bool = False, batch_size: int = c.BATCH_SIZE, chunk_deployment: str | None = None, only: list[str] | None = None,
 ) -> dict[str, Any]:
     """Prices, FX, stock moves and sector moves from `start` to `end`, in chunks (per market, year and symbol batch)."""
     if end < start:
         raise AimovesError(f"--end {end} is before --start {start}")
+    data_dir = resolve_data_dir(data_dir)  # once, here: every chunk writes where the parent decided
     stocks, root, now = load_universe(universe), Catalog(data_dir), datetime.now(UTC)
     parent = new_run_id(now)
     common = {"window_start": start, "markets": markets, "source": source, "data_dir": data_dir, "universe": universe,

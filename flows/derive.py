@@ -32,7 +32,7 @@ def derive(
     start: date | None = None,
     end: date | None = None,
     markets: list[str] | None = None,
-    data_dir: str = "data",
+    data_dir: str | None = None,
     universe: str | None = None,
 ) -> RunSummary:
     """Stock moves of `markets` (default: the universe's) and sector moves of their regions and ALL, for start..end (default: yesterday UTC).

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from aimoves.location import VARIABLE
 from s3kit import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,11 @@ class Team:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
+    @property
+    def data(self) -> Path:
+        """The team's data location: the Prefect Variable aimoves-data-dir that `team()` sets."""
+        return self.tmp / "data"
+
     def cli(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`python -m prefect …` (or another module) against this server."""
         env = {**self.env, "PWD": str(cwd or self.tmp)}
@@ -182,6 +188,15 @@ class Team:
         response.raise_for_status()
         return list(reversed(response.json()["events"]))
 
+    def workers_of(self, ids: list[Any], timeout: float = 30) -> dict[str, str | None]:
+        """flow-run id → its worker's name, waiting up to `timeout` for the events (they reach the database a moment after a run ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            taken = self.workers_of_runs()
+            if all(str(i) in taken for i in ids) or time.monotonic() > deadline:
+                return {str(i): taken.get(str(i)) for i in ids}
+            time.sleep(0.5)
+
     def workers_of_runs(self) -> dict[str, str]:
         """flow-run id → the name of the worker that submitted it (from `prefect.worker.submitted-flow-run` events)."""
         taken = {}
@@ -212,7 +227,8 @@ def _wait_healthy(team: Team, timeout: float) -> None:
 
 @contextmanager
 def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[Team]:
-    """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `prefect deploy --all`, `workers` workers."""
+    """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `workers` workers, `prefect deploy --all`,
+    and the Variable aimoves-data-dir (the team's data location, `tmp/data`)."""
     reason = why_no_postgres()
     if reason:
         pytest.skip(reason)
@@ -231,11 +247,18 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
             "PREFECT_API_DATABASE_CONNECTION_URL": pg.url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            # Server services this shape does not exercise, off to spare the CPU: the scheduler would insert
+            # ~100 future runs per scheduled deployment (test_deployments checks the schedules), automations, and
+            # the sweepers of late, paused, cancelled and lost runs.
+            **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+                "SCHEDULER", "TRIGGERS", "LATE_RUNS", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "REPOSSESSOR", "FOREMAN",
+                "CLEANUP_RECONCILER")},
             "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
         }
         env.pop("PREFECT_PROFILES_PATH", None)
+        env.pop("AIMOVES_DATA_DIR", None)  # the team's data location is the server's Variable (below)
         t = Team(tmp, pg, port, env, clone)
         t.timings["postgres"] = time.monotonic() - started
         t.server = t.spawn("server", "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port))
@@ -244,13 +267,16 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
         t.timings["server"] = time.monotonic() - started - t.timings["postgres"]
         pool = t.cli("-m", "prefect", "work-pool", "create", POOL, "--type", "process", cwd=clone)
         assert pool.returncode == 0, pool.stdout + pool.stderr
+        for i in range(1, workers + 1):  # they start (imports, first poll) while the deployments are made
+            proc = t.start_worker(f"worker-{i}")
+            stack.callback(stop_group, proc)
         mark = time.monotonic()
         deploy = t.cli("-m", "prefect", "deploy", "--all", cwd=clone, timeout=300)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        variable = t.cli("-m", "prefect", "variable", "set", VARIABLE, str(t.data), cwd=clone)  # prefect.yaml names no data dir
+        assert variable.returncode == 0, variable.stdout + variable.stderr
         t.timings["deploy"] = time.monotonic() - mark
-        for i in range(1, workers + 1):
-            proc = t.start_worker(f"worker-{i}")
-            stack.callback(stop_group, proc)
+        wait_for_workers(t, set(t.workers))
         t.timings["total"] = time.monotonic() - started
         yield t
 
@@ -269,7 +295,7 @@ def wait_for_workers(t: Team, names: set[str], timeout: float = 120) -> None:
             for name in names - seen:
                 if t.workers[name].poll() is not None:
                     raise RuntimeError(f"{name} exited with {t.workers[name].returncode}:\n{t.log(name)}")
-            time.sleep(0.5)
+            time.sleep(0.25)
     raise RuntimeError(f"workers {sorted(names - seen)} did not reach the pool in {timeout:.0f} s")
 
 
@@ -287,4 +313,4 @@ def wait_for_runs(t: Team, ids: list[Any], timeout: float = 300) -> list[Any]:
                 states = {r.name: r.state.name if r.state else None for r in runs}
                 raise TimeoutError(f"runs not final after {timeout:.0f} s: {states}\n"
                                    + "\n".join(f"--- {n}\n{t.log(n)}" for n in t.workers))
-            time.sleep(1)
+            time.sleep(0.5)
