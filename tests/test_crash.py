@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL a backfill at many points; nothing is lost, half-written or duplicated.
 
-56 trials in forked workers (42 at moments spread over the run's writing phase, 14 at precise
+62 trials in forked workers (48 at moments spread over the run's writing phase, 14 at precise
 points: just before and just after publishing a file), and 5 that kill the real `aimoves` command.
 A forked trial counts only when its kill landed while the run was writing (after its first write,
 before its end); a worker that finished first, or exited, does not count. The last test asserts
@@ -32,7 +32,7 @@ UNIVERSE = parse_universe(SMALL_UNIVERSE, "small")
 MARKETS = ("US", "HK", "CN")
 BASELINE = (date(2024, 10, 1), date(2024, 12, 31))
 RUN = (date(2025, 1, 2), date(2025, 1, 31))  # its 70-session warm-up rewrites the baseline's Q4 partitions
-TIMER_TRIALS = 42
+TIMER_TRIALS = 48  # more than MIN_COUNTED needs: a run slower or faster than the reference can end before a late kill
 MIN_COUNTED = 50
 POINT_TRIALS = [("replace", n, after) for n in (1, 3, 5, 7, 9, 11, 13) for after in (False, True)]
 CLI_TRIALS = 5
@@ -77,8 +77,8 @@ def _outcome(trial: ck.Trial) -> str:
 @pytest.mark.parametrize("i", range(TIMER_TRIALS))
 def test_kill_at_a_moment_during_the_run(world: dict, i: int) -> None:
     trial = ck.copy_dir(world["baseline"], world["root"] / f"timer-{i}")
-    # moments spread over the writing phase of the reference run (first write to 95% of its duration)
-    span = 0.95 * world["duration"] - world["first_write"]
+    # moments spread over the writing phase of the reference run (first write to 85% of its duration)
+    span = 0.85 * world["duration"] - world["first_write"]
     delay = world["first_write"] + span * (i + 0.5) / TIMER_TRIALS
     result = ck.forked_trial(lambda: ck.run_backfill(trial, UNIVERSE, *RUN, MARKETS), lambda: ck.kill_after(delay), world["root"] / f"marks-timer-{i}")
     assert result.outcome in ("killed by signal 9", "exited 0"), result.outcome
