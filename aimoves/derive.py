@@ -160,12 +160,14 @@ def _aggregate(traded: pd.DataFrame, ret: str, ret_usd: str) -> pd.DataFrame:
     )
     top = traded.loc[g[ret].idxmax().dropna().astype(int)].set_index(["date", "sector"])
     bottom = traded.loc[g[ret].idxmin().dropna().astype(int)].set_index(["date", "sector"])
-    agg["top_symbol"], agg["top_ret"] = top["symbol"], top[ret]
-    agg["bottom_symbol"], agg["bottom_ret"] = bottom["symbol"], bottom[ret]
+    agg["top_symbol"], agg["top_ret"] = top["symbol"].astype(object), top[ret]
+    agg["bottom_symbol"], agg["bottom_ret"] = bottom["symbol"].astype(object), bottom[ret]
     full_w = agg["w_count"] == agg["n_traded"]  # cap weights only when every traded member has a cap
     agg["ret_cw"] = (agg["wr"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0))
     agg["ret_cw_usd"] = (agg["wr_usd"] / agg["w_sum"]).where(full_w & (agg["w_sum"] > 0) & (agg["usd_missing"] == 0))
     agg["ret_ew_usd"] = agg["ret_ew_usd"].where(agg["usd_missing"] == 0)
+    if isinstance(agg.index.levels[1].dtype, pd.CategoricalDtype):  # sectors back to plain strings for the caller's grid
+        agg.index = agg.index.set_levels(agg.index.levels[1].astype(object), level=1)
     return agg
 
 
@@ -193,12 +195,26 @@ def compute_sector_moves(
     is_blocked = pd.Series(False, index=moves.index)
     for market, day in blocked:
         is_blocked |= (moves["market"] == market) & (moves["date"] == pd.Timestamp(day))
-    listed = moves[moves["symbol"].isin(order) & moves["ret"].notna() & ~is_blocked]
-    if len(listed):
-        rows, cols = all_dates.get_indexer(listed["date"]), members.columns.get_indexer(listed["symbol"])
-        listed = listed[members.to_numpy()[rows, cols]]
-    listed = listed[["date", "symbol", "market", "company", "ret", "ret_usd", "mcap_usd_prev"]]
-    listed = listed.assign(sector=listed["symbol"].map(sector_of), _order=listed["symbol"].map(order))
+    # Per-symbol attributes looked up once per distinct symbol and spread by code; symbols, sectors
+    # and companies as categoricals, so sorting and grouping work on integer codes, not strings.
+    codes, symbols = pd.factorize(moves["symbol"])
+    position = np.array([order.get(sym, -1) for sym in symbols], dtype=np.int64)
+    listed_mask = (position[codes] >= 0) & moves["ret"].notna().to_numpy() & ~is_blocked.to_numpy()
+    if listed_mask.any():
+        rows = all_dates.get_indexer(moves["date"][listed_mask])
+        listed_mask[listed_mask] = members.to_numpy()[rows, position[codes[listed_mask]]]
+    listed = moves.loc[listed_mask, ["date", "market", "ret", "ret_usd", "mcap_usd_prev"]]
+    sym_codes = codes[listed_mask]
+    names = sorted(str(sym) for sym in symbols)
+    listed["symbol"] = pd.Categorical.from_codes(
+        pd.Index(names).get_indexer(np.asarray(symbols, dtype=object))[sym_codes], categories=pd.Index(names, dtype=object), ordered=True
+    )
+    listed["company"] = pd.Categorical(moves["company"].to_numpy()[listed_mask])
+    listed["sector"] = pd.Categorical.from_codes(
+        np.array([SECTORS.index(sector_of[sym]) if sym in sector_of else -1 for sym in symbols], dtype=np.int64)[sym_codes],
+        categories=pd.Index(list(SECTORS), dtype=object),
+    )
+    listed["_order"] = position[sym_codes]
     bench_ret = moves[moves["is_benchmark"]].set_index(["market", "date"])["ret"] if "is_benchmark" in moves else pd.Series(dtype=float)
     del moves, is_blocked
 
