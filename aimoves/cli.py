@@ -290,6 +290,30 @@ def report(
     out.print(f"Wrote the report: {files.png}, {files.markdown}, {files.html}", highlight=False)
 
 
+@app.command()
+def digest(
+    day: Annotated[Optional[str], typer.Option("--date", help="Calendar date (YYYY-MM-DD; default: the latest stored date).")] = None,
+    data_dir: DataDirOpt = Path("data"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for digest-<date>.html and .png.")] = Path("reports"),
+) -> None:
+    """The daily digest: heat map, US/China divergence, biggest movers with headlines, data quality (no Prefect needed).
+
+    Exit 0 when the page was written (with a warning naming what is missing), 1 when nothing could be shown."""
+    from aimoves.digest import write_digest
+
+    try:
+        day_d = _date(day, "--date")
+    except AimovesError as exc:
+        _fail(str(exc))
+    try:
+        result = write_digest(data_dir, out_dir, day_d)
+    except AimovesError as exc:
+        _fail(str(exc), 1)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(f"Wrote the digest of {result.day}: {result.html}, {result.png}", highlight=False)
+
+
 quarantine_app = typer.Typer(help="Review quarantined rows and release reviewed ones.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(quarantine_app, name="quarantine")
 
@@ -397,7 +421,7 @@ def derive(
     from aimoves.flows.derive import derive as derive_flow
 
     summary = derive_flow(**flow_parameters(options))  # type: ignore[arg-type]
-    for report in (summary.stock_moves, summary.sector_moves):
+    for report in (summary.stock_moves, summary.sector_moves, summary.divergence):
         out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
 
 

@@ -300,7 +300,10 @@ def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run
     result = split_by_suite(suite, frame, base, label=label or suite)
     written = write_dataset(result.passed, spec, data_dir)
     if len(result.quarantined):
-        write_dataset(with_quarantine_stamps(result.quarantined, run_id, now), qspec, data_dir)
+        quarantined = result.quarantined
+        if "dq_flags" not in quarantined:  # the quarantine schema keeps the dataset's dq_flags column
+            quarantined = quarantined.assign(dq_flags=empty_lists(len(quarantined)))
+        write_dataset(with_quarantine_stamps(quarantined, run_id, now), qspec, data_dir)
     return DeriveReport(
         spec.name, window, passed=len(result.passed), flagged=int((result.passed["dq_flags"].map(len) > 0).sum()),
         quarantined=len(result.quarantined), failed_expectations=result.failed_expectations, partitions_written=written.partitions_written,

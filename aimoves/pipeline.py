@@ -276,6 +276,7 @@ class RunSummary:
     news: dict | None = None
     stock_moves: object | None = None  # derive.DeriveReport
     sector_moves: object | None = None  # derive.DeriveReport
+    divergence: object | None = None  # derive.DeriveReport (backfill and derive only)
     finished_at: str | None = None
 
     @property

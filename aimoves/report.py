@@ -12,7 +12,6 @@ region when `market_open` is true; closed days are skipped, never counted as a 0
 
 from __future__ import annotations
 
-import html
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -256,8 +255,7 @@ def write_report(
     headlines = big_move_headlines(data_dir, window["date"].min(), window["date"].max())
     markdown = _markdown(title, intro, files.png.name, shown)
     markdown = markdown.replace(HEADLINES_MARKER, HEADLINES_MARKER + "\n\n" + _headlines_markdown(headlines), 1)
-    page = _html(title, intro, files.png.name, shown, table)
-    page = page.replace(HEADLINES_MARKER, HEADLINES_MARKER + "\n" + _headlines_html(headlines), 1)
+    page = _html(title, intro, files.png.name, shown, table, headlines)
     files.markdown.write_text(markdown, encoding="utf-8")
     files.html.write_text(page, encoding="utf-8")
     log.info("wrote %s, %s, %s", files.png, files.markdown, files.html)
@@ -316,50 +314,18 @@ def _markdown(title: str, intro: str, png: str, shown: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _html(title: str, intro: str, png: str, shown: pd.DataFrame, table: pd.DataFrame) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(c)}</th>" for c in shown.columns)
-    body = []
+def _html(title: str, intro: str, png: str, shown: pd.DataFrame, table: pd.DataFrame, big: pd.DataFrame | None = None) -> str:
+    """The HTML page (templates/report.html.j2): the table, coloured by sign, then the headlines of big moves."""
+    from aimoves.render import render, tone
+
+    rows = []
     for i, row in enumerate(shown.itertuples(index=False, name=None)):
-        cells = []
-        for column, text in zip(shown.columns, row):
-            value = table[column].iloc[i]
-            if pd.api.types.is_float_dtype(table[column]):
-                cls = "na" if pd.isna(value) else ("up" if value > 0 else "down" if value < 0 else "flat")
-                cells.append(f'<td class="num {cls}">{e(text)}</td>')
-            else:
-                cells.append(f"<td>{e(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{e(title)}</title>
-<style>
-  body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 80em; }}
-  table {{ border-collapse: collapse; }}
-  th, td {{ padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: left; }}
-  td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-  .up {{ color: #0a7a2f; }} .down {{ color: #b3261e; }} .na {{ color: #888; }}
-  img {{ max-width: 100%; }}
-</style>
-</head>
-<body>
-<h1>{e(title)}</h1>
-<p>{e(intro)}</p>
-<img src="{e(png)}" alt="{e(title)}">
-<table>
-<thead><tr>{head}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody>
-</table>
-<section id="headlines">
-{HEADLINES_MARKER}
-</section>
-</body>
-</html>
-"""
+        rows.append([
+            (text, tone(table[column].iloc[i]) if pd.api.types.is_float_dtype(table[column]) else None)
+            for column, text in zip(shown.columns, row)
+        ])
+    return render("report.html.j2", title=title, intro=intro, png=png, columns=list(shown.columns), rows=rows,
+                  marker=HEADLINES_MARKER, big=None if big is None else _headlines_context(big))
 
 
 # --- the chart -----------------------------------------------------------------------------------
@@ -468,19 +434,19 @@ def _headlines_markdown(big: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _headlines_html(big: pd.DataFrame) -> str:
-    if big.empty:
-        return "<h2>Headlines of big moves</h2><p>No big move (|z| ≥ 3) in this window.</p>"
-    parts = ["<h2>Headlines of big moves</h2>"]
+def _headlines_context(big: pd.DataFrame) -> list[dict]:
+    """Big moves and their headlines as plain values for the template (links only to http(s) URLs)."""
+    out = []
     for _, m in big.iterrows():
-        parts.append(f"<h3>{m['date']:%Y-%m-%d} {html.escape(m['symbol'])}: {_pct(m['ret'])}, z = {m['zscore']:+.1f}</h3><ul>")
-        if not m["headlines"]:
-            parts.append("<li>no linked headline</li>")
+        headlines = []
         for h in m["headlines"]:
-            title = html.escape(str(h["title"]))
             url = h.get("url")
-            title = f'<a href="{html.escape(url)}">{title}</a>' if isinstance(url, str) and url.startswith(("http://", "https://")) else title
-            when = pd.Timestamp(h["published_at"]).strftime("%Y-%m-%d %H:%M UTC")
-            parts.append(f"<li>{title} — {html.escape(str(h.get('publisher') or 'unknown'))}, {when}, sentiment {h['sentiment']:+.2f}</li>")
-        parts.append("</ul>")
-    return "\n".join(parts)
+            headlines.append({
+                "title": str(h["title"]),
+                "url": url if isinstance(url, str) and url.startswith(("http://", "https://")) else None,
+                "publisher": str(h.get("publisher") or "unknown"),
+                "when": pd.Timestamp(h["published_at"]).strftime("%Y-%m-%d %H:%M UTC"),
+                "sentiment": float(h["sentiment"]),
+            })
+        out.append({"date": f"{m['date']:%Y-%m-%d}", "symbol": str(m["symbol"]), "ret": m["ret"], "zscore": float(m["zscore"]), "headlines": headlines})
+    return out

@@ -197,6 +197,43 @@ NEWS = DatasetSpec(
     stamps=("first_seen_at",),
 )
 
+DIVERGENCE = DatasetSpec(
+    name="divergence",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),  # calendar date: each market's session dated that day
+            pa.field("sector", pa.string(), nullable=False),  # the five sectors and all_ai
+            pa.field("ret_us_usd", pa.float64()),  # equal-weighted, US listings (null: the US was closed)
+            pa.field("ret_china_usd", pa.float64()),  # equal-weighted, HK and CN listings in USD, dual listings once
+            pa.field("spread", pa.float64()),  # ret_china_usd - ret_us_usd
+            pa.field("spread_5d", pa.float64()),  # the same over each side's last 5 sessions, compounded
+            pa.field("zscore", pa.float64()),  # spread vs its trailing 60 dates (null: too little history)
+            pa.field("divergent", pa.bool_()),  # opposite signs and |zscore| >= the threshold
+            pa.field("n_us", pa.int32()),  # members counted (traded) on each side
+            pa.field("n_china", pa.int32()),
+            pa.field("us_top_symbol", pa.string()),  # the member with the biggest move, either way
+            pa.field("china_top_symbol", pa.string()),
+            pa.field("dq_flags", pa.list_(pa.string())),
+            pa.field("ret_us_usd_cw", pa.float64()),  # cap-weighted twins
+            pa.field("ret_china_usd_cw", pa.float64()),
+            pa.field("spread_cw", pa.float64()),
+            pa.field("spread_5d_cw", pa.float64()),
+            pa.field("zscore_cw", pa.float64()),
+            pa.field("divergent_cw", pa.bool_()),
+            pa.field("us_top_ret", pa.float64()),
+            pa.field("china_top_ret", pa.float64()),
+            pa.field("n_us_members", pa.int32()),
+            pa.field("n_china_members", pa.int32()),
+            pa.field("year", pa.int16(), nullable=False),
+        ]
+    ),
+    partition_by=("year",),
+    key=("date", "sector"),
+    sort_by=("date", "sector"),
+    version="1",
+)
+
+
 def quarantine_of(spec: DatasetSpec) -> DatasetSpec:
     """The quarantine dataset of a derived dataset: its columns plus expectation, reason, stamps."""
     extra = [
@@ -222,3 +259,4 @@ QUARANTINE_FX = quarantine_of(FX)
 QUARANTINE_STOCK_MOVES = quarantine_of(STOCK_MOVES)
 QUARANTINE_SECTOR_MOVES = quarantine_of(SECTOR_MOVES)
 QUARANTINE_NEWS = quarantine_of(NEWS)
+QUARANTINE_DIVERGENCE = quarantine_of(DIVERGENCE)

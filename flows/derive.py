@@ -46,7 +46,13 @@ def derive(
     windows = [DeriveWindow(m, start, end) for m in options.run_markets(opts, stocks)]
     summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)
     summary.sector_moves = td.sector_moves(root, stocks, windows, set(), summary.run_id, now)
-    logger.info("stock_moves: %d rows; sector_moves: %d rows", summary.stock_moves.passed, summary.sector_moves.passed)
+    summary.divergence = td.divergence(root, stocks, start, end, set(), summary.run_id, now)
+    logger.info("stock_moves: %d rows; sector_moves: %d rows; divergence: %d rows", summary.stock_moves.passed, summary.sector_moves.passed,
+                summary.divergence.passed)
     summary.finished_at = datetime.now(UTC).isoformat()
     pipeline.write_run_record(summary, root)
+    from aimoves.assets import publish_derived
+    from prefect.runtime import flow_run
+
+    publish_derived(summary, root, flow_run.name or summary.run_id, digest_day=end)
     return summary

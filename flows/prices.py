@@ -24,7 +24,7 @@ from aimoves.tasks import prices as t
 # (crash trials and other tests run the whole recipe in a forked process with them).
 PREFECT_STEPS = SimpleNamespace(
     fetch_prices=t.fetch_prices, store_raw=t.store_raw, normalize=t.normalize, validate=t.validate, write=t.write,
-    fx=td.fx, news=td.news, stock_moves=td.stock_moves, sector_moves=td.sector_moves,
+    fx=td.fx, news=td.news, stock_moves=td.stock_moves, sector_moves=td.sector_moves, divergence=td.divergence,
 )
 PLAIN_STEPS = SimpleNamespace(**{name: step.fn for name, step in vars(PREFECT_STEPS).items()})
 
@@ -118,6 +118,9 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) 
                                  description=f"Validation results of this run ({index})")
     except Exception as exc:
         get_run_logger().warning("Data Docs not built: %s", exc)
+    from aimoves.assets import publish_derived
+
+    publish_derived(summary, data_dir, run_name)
     share = publish.quarantine_share(summary)
     if share > publish.QUARANTINE_ALERT_SHARE:
         emit_event(
@@ -183,6 +186,8 @@ def run_prices(
         blocked = {(r.market, d) for _, r in derived for d in r.blocked_dates}
         summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
         summary.sector_moves = steps.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
+        if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
+            summary.divergence = steps.divergence(data_dir, universe, min(p.write_start for p, _ in derived), end, blocked, summary.run_id, now)
         if blocked:
             listed = summary.sector_moves.blocked or []
             more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""

@@ -44,3 +44,11 @@ def sector_moves(
 ) -> d.DeriveReport:
     with gc_paused():
         return d.derive_sector_moves(data_dir, universe, windows, blocked, run_id, now)
+
+
+@task(name="derive-divergence", cache_policy=NO_CACHE)
+def divergence(data_dir: Path, universe: Universe, start: date, end: date, blocked: set[tuple[str, date]], run_id: str, now: datetime) -> d.DeriveReport:
+    from aimoves.divergence import derive_divergence
+
+    with gc_paused():
+        return derive_divergence(data_dir, universe, start, end, run_id, now, blocked)

@@ -9,7 +9,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # A busy machine starts the embedded server slowly; Prefect gives up after 20 s by default.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+# AIMOVES_REALDATA points elsewhere (e.g. a worktree one level deeper than the main checkout).
+REALDATA = Path(os.environ.get("AIMOVES_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata")
 
 SMALL_UNIVERSE = """
 benchmarks: {US: "^GSPC", HK: "^HSI"}

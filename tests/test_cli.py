@@ -101,7 +101,7 @@ def test_backfill_end_to_end_strict(tmp_path: Path, small_universe_file: Path) -
     assert set(prices["market"]) == {"US", "HK"}
     assert len(pd.read_parquet(tmp_path / "out" / "quarantine" / "prices")) >= 4
     top = sorted(p.name for p in (tmp_path / "out").iterdir())
-    datasets = {"prices", "fx", "stock_moves", "sector_moves", "news", "quarantine", "raw"}
+    datasets = {"prices", "fx", "stock_moves", "sector_moves", "divergence", "news", "quarantine", "raw"}
     assert all(name in datasets or name.startswith("_") for name in top), top
 
 

@@ -100,3 +100,33 @@ def test_the_ui_shows_the_run_and_its_sector_moves_artifact(stack: Stack, browse
     for name in ("flow-run.png", "artifact.png", "deployment.png"):
         assert (SHOTS / name).stat().st_size > 20_000, name  # a rendered page, not a blank one
     print(f"flow run page rendered in {page_seconds:.1f} s")
+
+
+def test_the_digest_page_and_an_asset_materialization_with_its_lineage(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    """The digest of the simulated shock in the browser, and the divergence's asset event (upstream assets) in the UI."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from aimoves.digest import write_digest
+
+    shock = stack.cache.get("shock-data-dir")
+    if shock is None:  # test_divergence_alerts.py did not run in this session: make the same backfill
+        shock = tmp_path / "shock"
+        run = stack.run("backfill/backfill", {"start": "2025-01-02", "end": "2025-02-07", "data_dir": str(shock)})
+        assert run.state.is_completed(), run.state
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = write_digest(shock, tmp_path / "digest", "2025-01-27").html
+    browser.get(page.resolve().as_uri())
+    _wait_for_text(browser, "AI stocks, US ↔ China — 2025-01-27", "Divergent:", "Biggest movers")
+    browser.save_screenshot(str(SHOTS / "digest.png"))
+
+    key = (shock.resolve() / "divergence").as_uri()
+    with stack.settings(), stack.client() as client:
+        events = client.read_events(EventFilter(event=EventNameFilter(name=["prefect.asset.materialization.succeeded"]),
+                                                resource=EventResourceFilter(id=[key])), limit=1).events
+    assert events, f"no materialization event for {key}"
+    event = events[0]
+    browser.get(f"{stack.ui_url}/events/event/{event.occurred:%Y-%m-%d}/{event.id}")
+    _wait_for_text(browser, "prefect.asset.materialization.succeeded", "stock_moves")
+    browser.save_screenshot(str(SHOTS / "asset-lineage.png"))
+    for name in ("digest.png", "asset-lineage.png"):
+        assert (SHOTS / name).stat().st_size > 20_000, name
