@@ -187,8 +187,12 @@ def split_by_suite(
     flags = existing.copy() if existing is not None else pd.Series(empty_lists(len(frame)), index=frame.index, dtype=object)
     for i, names in warnings_.items():
         flags.iat[i] = sorted(set(list(flags.iat[i]) + names))
-    passed = frame.loc[~bad, base].reset_index(drop=True)
-    passed["dq_flags"] = flags[~bad].reset_index(drop=True)
+    if critical:
+        passed = frame.loc[~bad, base].reset_index(drop=True)
+        passed["dq_flags"] = flags[~bad].reset_index(drop=True)
+    else:  # NOTE: no row quarantined: the columns themselves, not a copy of millions of rows (peak memory)
+        passed = frame[base]
+        passed["dq_flags"] = flags
     order = sorted(critical)
     quarantined = frame.loc[order, base].reset_index(drop=True)
     quarantined["dq_flags"] = flags.iloc[order].reset_index(drop=True)
