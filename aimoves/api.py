@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
+from aimoves.catalog import Catalog, as_catalog
 from aimoves.errors import AimovesError
 from aimoves.markets import MARKETS, normalize_symbol
 from aimoves.schema import FX, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
@@ -64,7 +64,7 @@ def load_prices(
     *,
     symbols: str | Iterable[str] | None = None,
     markets: str | Iterable[str] | None = None,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
     """Daily bars of `prices` (one row per symbol and date, sorted by symbol, date); `date` is datetime.date."""
     return _load(
@@ -81,7 +81,7 @@ def load_stock_moves(
     symbols: str | Iterable[str] | None = None,
     markets: str | Iterable[str] | None = None,
     sectors: str | Iterable[str] | None = None,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
     """Per-stock daily returns of `stock_moves` (sorted by symbol, date); `date`, `prev_date` are datetime.date."""
     return _load(
@@ -97,7 +97,7 @@ def load_sector_moves(
     *,
     regions: str | Iterable[str] | None = None,
     sectors: str | Iterable[str] | None = None,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
     """Per-sector daily returns of `sector_moves`, one row per (date, region, sector) and sorted so; `date` is datetime.date.
 
@@ -117,7 +117,7 @@ def load_fx(
     end: DateLike | None = None,
     *,
     currencies: str | Iterable[str] | None = None,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
     """Daily FX rates of `fx` (`usd_rate`: USD per unit of `currency`), sorted by currency, date; `date` is datetime.date."""
     currencies = [c.upper() for c in _names(currencies)] if currencies is not None else None
@@ -130,7 +130,7 @@ def load_quarantine(
     *,
     symbols: str | Iterable[str] | None = None,
     markets: str | Iterable[str] | None = None,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | Catalog = "data",
 ) -> pd.DataFrame:
     """Rows of `quarantine/prices` with the failed `expectation` and a `reason`, sorted by symbol, date, row_id.
 
@@ -155,7 +155,7 @@ def cumulative_sector_move(
     start: DateLike,
     end: DateLike,
     *,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | Catalog = "data",
 ) -> float:
     """Compounded equal-weighted move of one sector over the sessions from `start` to `end` (0.41 = +41%).
 
@@ -170,7 +170,7 @@ def cumulative_sector_move(
     if sessions.empty:
         raise AimovesError(
             f"sector_moves has no open session of {region}/{sector} from {_as_date(start)} to {_as_date(end)} "
-            f"in {Path(data_dir) / SECTOR_MOVES.name} ({len(moves)} rows there, all closed days)"
+            f"in {as_catalog(data_dir).dataset_dir(SECTOR_MOVES)} ({len(moves)} rows there, all closed days)"
         )
     rets = sessions[return_column(region)].astype(float)
     return float((1.0 + rets).prod(skipna=False) - 1.0)
@@ -181,23 +181,19 @@ def cumulative_sector_move(
 
 def _load(
     spec: DatasetSpec,
-    data_dir: str | Path,
+    data_dir: str | Path | Catalog,
     start: DateLike | None,
     end: DateLike | None,
     *,
     equals: dict[str, list[str] | None],
     order: list[str],
 ) -> pd.DataFrame:
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
+    catalog = as_catalog(data_dir)
+    if not catalog.exists():
         raise AimovesError(f"data dir {data_dir} does not exist (point data_dir / --data-dir at the folder `aimoves backfill` writes)")
     start_d, end_d = _as_date(start, "start"), _as_date(end, "end")
     if start_d and end_d and end_d < start_d:
         raise AimovesError(f"end {end_d} is before start {start_d}")
-    root = data_dir / spec.name
-    if not root.is_dir():
-        log.info("%s: no dataset yet, returning an empty frame", root)
-        return _to_frame(spec.schema.empty_table(), order)
 
     expr = pc.scalar(True)
     for column, values in equals.items():
@@ -207,13 +203,7 @@ def _load(
         expr &= (pc.field("date") >= pa.scalar(start_d, pa.date32())) & (pc.field("year") >= start_d.year)
     if end_d:
         expr &= (pc.field("date") <= pa.scalar(end_d, pa.date32())) & (pc.field("year") <= end_d.year)
-    dataset = ds.dataset(
-        root,
-        schema=spec.schema,
-        format="parquet",
-        partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive"),
-    )
-    return _to_frame(dataset.to_table(filter=expr), order)
+    return _to_frame(catalog.read_table(spec, expr), order)
 
 
 def _to_frame(table: pa.Table, order: list[str]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from aimoves import pipeline
+from aimoves.planning import MarketPlan, next_session, plan_backfill
 from aimoves.derive import DeriveReport, DeriveWindow, derive_sector_moves, derive_stock_moves
 from aimoves.universe import Universe
 
@@ -72,9 +72,9 @@ def plan_sector_chunks(start: date, end: date) -> list[Chunk]:
     return [Chunk("ALL", lo, hi) for lo, hi in year_windows(start, end)]
 
 
-def chunk_plan(chunk: Chunk, universe: Universe) -> pipeline.MarketPlan:
+def chunk_plan(chunk: Chunk, universe: Universe) -> MarketPlan:
     """The backfill plan of `chunk`: its market's plan for its year, with its warm-up, limited to its symbols."""
-    plan = pipeline.plan_backfill(universe, chunk.market, chunk.start, chunk.end)
+    plan = plan_backfill(universe, chunk.market, chunk.start, chunk.end)
     return dataclasses.replace(plan, request=dataclasses.replace(plan.request, symbols=chunk.symbols))
 
 
@@ -83,7 +83,7 @@ def derive_start(chunk: Chunk, window_start: date, universe: Universe) -> date:
     window's first year; the year's start after that (its previous sessions are stored by then)."""
     if chunk.start != window_start:
         return chunk.start
-    return pipeline.next_session(chunk.market, chunk_plan(chunk, universe).request.start)
+    return next_session(chunk.market, chunk_plan(chunk, universe).request.start)
 
 
 def derive_stock_chunk(chunk: Chunk, window_start: date, universe: Universe, data_dir: Path, run_id: str, now: datetime) -> DeriveReport:

@@ -79,7 +79,9 @@ def _print_failures(market: str, failures: list[dict], summary) -> None:  # noqa
     for f in failures[:FAILURES_SHOWN] if len(failures) > FAILURES_SHOWN + 1 else failures:
         out.print(escape(f"{market} failed symbol {f['symbol']}: {f['reason']}"), highlight=False)
     if len(failures) > FAILURES_SHOWN + 1:
-        record = Path(summary.data_dir) / "_runs" / f"{summary.run_id}.json"
+        from aimoves.catalog import Catalog
+
+        record = Catalog(summary.data_dir).run_record_path(summary.run_id)
         out.print(escape(f"{market}: {len(failures):,} symbols failed in all; {len(failures) - FAILURES_SHOWN:,} more in {record}"), highlight=False)
 
 
@@ -344,6 +346,8 @@ def status(data_dir: DataDirOpt = Path("data")) -> None:
         ]
         out.print(f"last run {run['run_id']} ({run['flow']}, finished {run.get('finished_at') or 'never'}): " + "; ".join(parts), highlight=False)
     out.print("quarantine: " + ", ".join(f"{k} {v:,}" for k, v in st.quarantine.items()), highlight=False)
+    for path in st.strays:
+        out.print(f"[yellow]not written by aimoves (never read; move it out of the dataset folder):[/] {path}", highlight=False, soft_wrap=True)
     stale = [r for r in st.rows if not r["fresh"] and r["latest"] is not None]
     if stale:
         out.print(f"[yellow]{len(stale)} dataset(s) older than the latest settled session[/]")

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aimoves.catalog import Catalog, as_catalog
+
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ def run_identifier(run_id: str, run_time: datetime) -> Any:
     return RunIdentifier(run_name=run_id, run_time=run_time)
 
 
-def build(data_dir: Path, run_id: str, run_time: datetime, suite_runs: Iterable[Any]) -> Path | None:
+def build(data_dir: Catalog | Path | str, run_id: str, run_time: datetime, suite_runs: Iterable[Any]) -> str | None:
     """Store the run's suite results and build their Data Docs pages; returns the site's index.html."""
     suite_runs = list(suite_runs)
     if not suite_runs or not enabled():
@@ -42,7 +44,8 @@ def build(data_dir: Path, run_id: str, run_time: datetime, suite_runs: Iterable[
     import great_expectations as gx
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
-    context = gx.get_context(mode="file", project_root_dir=str(data_dir / "_gx"))
+    catalog = as_catalog(data_dir)
+    context = gx.get_context(mode="file", project_root_dir=catalog.gx_dir())
     run = run_identifier(run_id, run_time)
     keys = []
     for i, s in enumerate(suite_runs):
@@ -52,5 +55,5 @@ def build(data_dir: Path, run_id: str, run_time: datetime, suite_runs: Iterable[
         context.validation_results_store.set(key, s.result)
         keys.append(key)
     context.build_data_docs(resource_identifiers=keys)
-    index = data_dir / "_gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return index if index.exists() else None
+    index = catalog.data_docs_index()
+    return index if catalog.fs.exists(index) else None

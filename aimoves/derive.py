@@ -291,19 +291,20 @@ class DeriveReport:
 
 
 def _split_and_write(frame: pd.DataFrame, suite: str, spec, qspec, data_dir, run_id: str, now, window: str, label: str = "") -> DeriveReport:  # noqa: ANN001
-    from aimoves.pipeline import with_quarantine_stamps, write_dataset
+    from aimoves.quarantine import with_quarantine_stamps
+    from aimoves.store import upsert
     from aimoves.validate import split_by_suite
 
     base = [f.name for f in spec.schema]
     if frame.empty:
         return DeriveReport(spec.name, window)
     result = split_by_suite(suite, frame, base, label=label or suite)
-    written = write_dataset(result.passed, spec, data_dir)
+    written = upsert(result.passed, spec, data_dir)
     if len(result.quarantined):
         quarantined = result.quarantined
         if "dq_flags" not in quarantined:  # the quarantine schema keeps the dataset's dq_flags column
             quarantined = quarantined.assign(dq_flags=empty_lists(len(quarantined)))
-        write_dataset(with_quarantine_stamps(quarantined, run_id, now), qspec, data_dir)
+        upsert(with_quarantine_stamps(quarantined, run_id, now), qspec, data_dir)
     return DeriveReport(
         spec.name, window, passed=len(result.passed), flagged=int((result.passed["dq_flags"].map(len) > 0).sum()),
         quarantined=len(result.quarantined), failed_expectations=result.failed_expectations, partitions_written=written.partitions_written,
@@ -349,7 +350,10 @@ def _news_links(data_dir, universe: Universe, lo: date, hi: date) -> tuple[pd.Da
     from aimoves.news.join import link_news_to_sessions
     from aimoves.news.store import load_news, news_window
 
-    if not (data_dir / "news").is_dir():
+    from aimoves.catalog import as_catalog
+    from aimoves.schema import NEWS
+
+    if not as_catalog(data_dir).has_dataset(NEWS):
         return pd.DataFrame(), pd.DataFrame()
     news = load_news(data_dir, *news_window(lo, hi))
     if news.empty:

@@ -69,7 +69,8 @@ def fx_for_write(result: ValidationResult, ingested_at: datetime) -> pd.DataFram
 
 def update_fx(source, universe: Universe, start: date, end: date, data_dir, run_id: str, now: datetime) -> dict:  # noqa: ANN001
     """Fetch, log raw, validate and write FX rates for start..end; returns a small report dict."""
-    from aimoves.pipeline import with_quarantine_stamps, write_dataset
+    from aimoves.quarantine import with_quarantine_stamps
+    from aimoves.store import upsert
     from aimoves.raw import write_raw
     from aimoves.schema import FX, QUARANTINE_FX
 
@@ -80,9 +81,9 @@ def update_fx(source, universe: Universe, start: date, end: date, data_dir, run_
     if source.name != "replay":
         write_raw(batch, data_dir, dataset="fx")
     result = validate_fx(normalize_fx(batch, universe), now.date())
-    written = write_dataset(fx_for_write(result, now), FX, data_dir) if len(result.passed) else None
+    written = upsert(fx_for_write(result, now), FX, data_dir) if len(result.passed) else None
     if len(result.quarantined):
-        write_dataset(with_quarantine_stamps(result.quarantined, run_id, now), QUARANTINE_FX, data_dir)
+        upsert(with_quarantine_stamps(result.quarantined, run_id, now), QUARANTINE_FX, data_dir)
     reasons = {f.symbol: f.reason for f in batch.failures}
     missing = [f"{cur} ({reasons[sym]})" for cur, sym in universe.fx.items() if sym in reasons]
     # Which input is missing, in one line (the summary adds that USD columns stay empty).

@@ -8,29 +8,41 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
+from aimoves.catalog import Catalog, as_catalog
 from aimoves.errors import AimovesError
 from aimoves.markets import MARKETS
-from aimoves.pipeline import latest_settled_session
-from aimoves.schema import PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES
-from aimoves.store import PART_FILE, delete_keys, read_frame, upsert
+from aimoves.planning import latest_settled_session
+from aimoves.schema import (
+    ALL_DATASETS, PRICES, QUARANTINE_FX, QUARANTINE_NEWS, QUARANTINE_PRICES, QUARANTINE_SECTOR_MOVES, QUARANTINE_STOCK_MOVES,
+    SECTOR_MOVES, STOCK_MOVES, DatasetSpec,
+)
+from aimoves.store import delete_keys, read_frame, upsert
 from aimoves.universe import Universe
 
-QUARANTINE_DATASETS = ("prices", "fx", "stock_moves", "sector_moves", "news")
+QUARANTINE_SPECS = (QUARANTINE_PRICES, QUARANTINE_FX, QUARANTINE_STOCK_MOVES, QUARANTINE_SECTOR_MOVES, QUARANTINE_NEWS)
 
 
-def latest_stored_date(root: Path, key: str, value: str) -> date | None:
-    """Latest `date` in `<root>/<key>=<value>/year=*/part-0.parquet` (reads the newest year only)."""
-    folder = root / f"{key}={value}"
-    years = sorted((p for p in folder.glob("year=*") if (p / PART_FILE).exists()), key=lambda p: int(p.name.split("=")[1]))
+def latest_stored_date(catalog: Catalog, spec: DatasetSpec, key: str, value: str) -> date | None:
+    """Latest `date` of the rows with `key` == `value` (reads the newest year only)."""
+    years = [y for (v, y) in _partitions(catalog, spec) if v == value]
     if not years:
         return None
-    table = pq.read_table(years[-1] / PART_FILE)
+    table = catalog.read_partition(spec, (value, max(years)))
+    assert table is not None
     if "market_open" in table.column_names:  # sector_moves: a closed day is not a fresh session
         table = table.filter(table.column("market_open"))
     dates = table.column("date").to_pylist()
     return max(dates) if dates else None
+
+
+def _partitions(catalog: Catalog, spec: DatasetSpec) -> list[tuple[str, int]]:
+    """(first key value, year) of each stored partition file of a (key, year) dataset."""
+    out = []
+    for path in catalog.dataset_files(spec):
+        first, year = path.split("/")[-3:-1]
+        out.append((first.split("=", 1)[1], int(year.split("=", 1)[1])))
+    return out
 
 
 @dataclass
@@ -38,28 +50,30 @@ class Status:
     rows: list[dict] = field(default_factory=list)  # dataset, market/region, latest, expected, fresh
     last_run: dict | None = None
     quarantine: dict[str, int] = field(default_factory=dict)
+    strays: list[str] = field(default_factory=list)  # files in dataset folders that the store did not write (never read)
 
 
-def status(data_dir: Path, now: datetime | None = None) -> Status:
-    if not data_dir.is_dir():
+def status(data_dir: Catalog | Path | str, now: datetime | None = None) -> Status:
+    catalog = as_catalog(data_dir)
+    if not catalog.exists():
         raise AimovesError(f"{data_dir}: no data dir here (run a backfill first, or pass --data-dir)")
     now = now or datetime.now(UTC)
     out = Status()
     for market in MARKETS:
         expected = latest_settled_session(market, now)
         for spec in (PRICES, STOCK_MOVES):
-            latest = latest_stored_date(data_dir / spec.name, "market", market)
+            latest = latest_stored_date(catalog, spec, "market", market)
             out.rows.append({"dataset": spec.name, "market": market, "latest": latest, "expected": expected,
                              "fresh": latest is not None and latest >= expected})
-        latest = latest_stored_date(data_dir / SECTOR_MOVES.name, "region", market)
+        latest = latest_stored_date(catalog, SECTOR_MOVES, "region", market)
         out.rows.append({"dataset": "sector_moves", "market": market, "latest": latest, "expected": expected,
                          "fresh": latest is not None and latest >= expected})
-    runs = sorted((data_dir / "_runs").glob("*.json"))
+    runs = catalog.run_records()
     if runs:
-        out.last_run = json.loads(runs[-1].read_text())
-    for name in QUARANTINE_DATASETS:
-        files = list((data_dir / "quarantine" / name).rglob("*.parquet"))
-        out.quarantine[name] = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        out.last_run = json.loads(catalog.read_text(runs[-1]))
+    for spec in QUARANTINE_SPECS:
+        out.quarantine[spec.name.removeprefix("quarantine/")] = catalog.count_rows(spec)
+    out.strays = catalog.strays(list(ALL_DATASETS))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
+from aimoves.catalog import Catalog
 from aimoves.errors import ConfigError
 from aimoves.markets import MARKETS
 
@@ -238,8 +239,9 @@ def check_run(options: RunOptions) -> tuple[Any, list[str]]:
         raise ConfigError("--source csv needs --csv-dir DIR (a folder of <SYMBOL>.csv files)")
     if options.csv_dir and not Path(options.csv_dir).is_dir():
         raise ConfigError(f"--csv-dir {options.csv_dir}: not a directory")
-    if options.source == "replay" and not (Path(options.data_dir) / "raw" / "prices").is_dir():
-        raise ConfigError(f"--source replay: {Path(options.data_dir) / 'raw' / 'prices'} does not exist; nothing was fetched into this data dir yet")
+    raw = Catalog(options.data_dir).raw_dir("prices")
+    if options.source == "replay" and not Catalog(options.data_dir).fs.isdir(raw):
+        raise ConfigError(f"--source replay: {raw} does not exist; nothing was fetched into this data dir yet")
     if options.news_source is not None:
         from aimoves.news.sources import make_news_source
 

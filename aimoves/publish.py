@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
-from aimoves.pipeline import RunSummary
+from aimoves.catalog import Catalog
+from aimoves.runs import RunSummary
 
 QUARANTINE_ALERT_SHARE = 0.05  # more than this share of a run's rows quarantined: the quarantine event fires
 
@@ -72,25 +72,25 @@ def failed_symbols_table(summary: RunSummary, limit: int = FAILED_SYMBOLS_SHOWN)
     rows += [{"market": "FX", "symbol": f["symbol"], "reason": f["reason"]} for f in (summary.fx or {}).get("failures", [])]
     if len(rows) > limit:
         more = len(rows) - limit + 1
-        record = Path(summary.data_dir) / "_runs" / f"{summary.run_id}.json"
+        record = Catalog(summary.data_dir).run_record_path(summary.run_id)
         rows = rows[: limit - 1] + [{"market": "", "symbol": f"… {more:,} more", "reason": f"all {len(rows):,} are in {record}"}]
     return rows
 
 
 def written_markdown(summary: RunSummary) -> str:
-    root = Path(summary.data_dir).resolve()
-    lines = ["# Written", "", f"Data dir: `{root}`", ""]
+    catalog = Catalog(summary.data_dir)
+    lines = ["# Written", "", f"Data dir: `{catalog.root}`", ""]
     for m in summary.markets:
         for part in m.partitions_written:
-            lines.append(f"- prices: [`{root / 'prices' / part}`](file://{root / 'prices' / part})")
+            lines.append(f"- prices: [`{catalog.path('prices', part)}`]({catalog.fs.unstrip_protocol(catalog.path('prices', part))})")
         if m.raw_path:
             lines.append(f"- raw fetch {m.market}: `{m.raw_path}`")
     for report in (summary.stock_moves, summary.sector_moves):
         for part in (getattr(report, "partitions_written", None) or []):
-            lines.append(f"- {report.dataset}: [`{root / report.dataset / part}`](file://{root / report.dataset / part})")
+            lines.append(f"- {report.dataset}: [`{catalog.path(report.dataset, part)}`]({catalog.fs.unstrip_protocol(catalog.path(report.dataset, part))})")
     if len(lines) == 4:
         lines.append("Nothing changed: every partition already held these rows.")
-    lines.append(f"- run record: `{root / '_runs' / (summary.run_id + '.json')}`")
+    lines.append(f"- run record: `{catalog.run_record_path(summary.run_id)}`")
     return "\n".join(lines)
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,9 +20,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aimoves.catalog import MANIFEST, Catalog, as_catalog, fsync_dir
 from aimoves.sources.base import PriceBatch
 
-MANIFEST = "manifest.json"
+__all__ = ["MANIFEST", "RawRecord", "clean_staging", "fsync_dir", "library_versions", "list_manifests", "publish_fetch", "write_raw"]
 _LIBRARIES = ("aimoves", "yfinance", "pandas", "pyarrow", "exchange-calendars", "great-expectations", "prefect")
 
 
@@ -45,14 +44,6 @@ class RawRecord:
     fetched_at: datetime
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -60,12 +51,12 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_raw(batch: PriceBatch, data_dir: Path, dataset: str = "prices", fetched_at: datetime | None = None) -> RawRecord:
+def write_raw(batch: PriceBatch, data_dir: Catalog | str | os.PathLike, dataset: str = "prices", fetched_at: datetime | None = None) -> RawRecord:
     """Store one fetch append-only; returns where it went."""
+    catalog = as_catalog(data_dir)
     fetched_at = fetched_at or datetime.now(UTC)
     fetch_id = f"{fetched_at:%Y%m%dT%H%M%S%f}Z-{batch.request.market}-{uuid.uuid4().hex[:8]}"
-    staging = data_dir / "_staging" / f"raw-{fetch_id}"
-    staging.mkdir(parents=True, exist_ok=False)
+    staging = Path(catalog.new_staging_folder(f"raw-{fetch_id}"))
     payload_index = []
     for payload in batch.payloads:
         target = staging / payload.name
@@ -89,48 +80,31 @@ def write_raw(batch: PriceBatch, data_dir: Path, dataset: str = "prices", fetche
         "notes": batch.notes,
         "versions": library_versions(),
     }
-    return publish_fetch(staging, manifest, data_dir)
+    return publish_fetch(staging, manifest, catalog)
 
 
-def publish_fetch(staging: Path, manifest: dict, data_dir: Path) -> RawRecord:
+def publish_fetch(staging: Path, manifest: dict, data_dir: Catalog | str | os.PathLike) -> RawRecord:
     """Write the manifest into a complete staging folder and move it under raw/ in one rename."""
+    catalog = as_catalog(data_dir)
     _write_bytes(staging / MANIFEST, json.dumps(manifest, indent=2).encode())
     fetched_at = datetime.fromisoformat(manifest["fetched_at"])
-    final = data_dir / "raw" / manifest["dataset"] / manifest["source"] / f"{fetched_at:%Y-%m-%d}" / manifest["fetch_id"]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, final)
-    fsync_dir(final.parent)
-    return RawRecord(manifest["fetch_id"], final, fetched_at)
+    final = catalog.raw_fetch_dir(manifest["dataset"], manifest["source"], f"{fetched_at:%Y-%m-%d}", manifest["fetch_id"])
+    catalog.publish_folder(str(staging), final)
+    return RawRecord(manifest["fetch_id"], Path(final), fetched_at)
 
 
-def list_manifests(data_dir: Path, dataset: str = "prices") -> list[dict]:
+def list_manifests(data_dir: Catalog | str | os.PathLike, dataset: str = "prices") -> list[dict]:
     """Every complete fetch of `dataset`, oldest first, each manifest with its folder as `_path`."""
-    root = data_dir / "raw" / dataset
+    catalog = as_catalog(data_dir)
     out = []
-    for path in root.glob(f"*/*/*/{MANIFEST}"):
-        manifest = json.loads(path.read_text())
-        manifest["_path"] = str(path.parent)
+    for path in catalog.raw_manifests(dataset):
+        manifest = json.loads(catalog.read_text(path))
+        manifest["_path"] = path.rsplit("/", 1)[0]
         out.append(manifest)
     out.sort(key=lambda m: (m["fetched_at"], m["fetch_id"]))
     return out
 
 
-def clean_staging(data_dir: Path, older_than_hours: float = 6.0) -> int:
-    """Remove what killed runs left under `_staging/` (never visible to readers).
-
-    Only entries older than `older_than_hours` go, so a concurrent run's files in progress stay.
-    """
-    staging = data_dir / "_staging"
-    if not staging.is_dir():
-        return 0
-    cutoff = time.time() - older_than_hours * 3600
-    removed = 0
-    for child in staging.iterdir():
-        try:
-            if child.stat().st_mtime >= cutoff:
-                continue
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-            removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
+def clean_staging(data_dir: Catalog | str | os.PathLike, older_than_hours: float = 6.0) -> int:
+    """Remove what killed runs left under `_staging/` (see Catalog.clean_staging)."""
+    return as_catalog(data_dir).clean_staging(older_than_hours)

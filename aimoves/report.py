@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from aimoves.api import REGIONS, DateLike, _as_date, load_sector_moves
+from aimoves.catalog import as_catalog
 from aimoves.errors import AimovesError
-from aimoves.schema import SECTOR_MOVES
+from aimoves.schema import NEWS, SECTOR_MOVES
 from aimoves.universe import SECTORS
 
 __all__ = [
@@ -265,9 +266,9 @@ def write_report(
 def _load_or_explain(data_dir: Path, lo: date, hi: date, what: str) -> pd.DataFrame:
     moves = load_sector_moves(lo, hi, data_dir=data_dir)
     if moves.empty:
-        if not (data_dir / SECTOR_MOVES.name).is_dir():
+        if not as_catalog(data_dir).has_dataset(SECTOR_MOVES):
             raise AimovesError(
-                f"no sector_moves dataset in {data_dir} (expected {data_dir / SECTOR_MOVES.name}/region=…/year=…): "
+                f"no sector_moves dataset in {data_dir} (expected {as_catalog(data_dir).dataset_dir(SECTOR_MOVES)}/region=…/year=…): "
                 f"nothing to report {what}; derive sector moves first"
             )
         raise AimovesError(f"sector_moves in {data_dir} has no rows from {lo} to {hi}, nothing to report {what}{_coverage(data_dir)}")
@@ -407,7 +408,7 @@ def big_move_headlines(data_dir: Path, lo: object, hi: object) -> pd.DataFrame:
     if moves.empty:
         return pd.DataFrame()
     big = moves[moves["big_move"].fillna(False).astype(bool)].sort_values(["date", "zscore"])
-    if big.empty or not (data_dir / "news").is_dir():
+    if big.empty or not as_catalog(data_dir).has_dataset(NEWS):
         return big.assign(headlines=[[] for _ in range(len(big))])
     news = load_news(data_dir, pd.Timestamp(lo) - pd.Timedelta(days=7), pd.Timestamp(hi) + pd.Timedelta(days=1)).drop_duplicates("id").set_index("id")
     big = big.copy()

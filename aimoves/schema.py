@@ -260,3 +260,9 @@ QUARANTINE_STOCK_MOVES = quarantine_of(STOCK_MOVES)
 QUARANTINE_SECTOR_MOVES = quarantine_of(SECTOR_MOVES)
 QUARANTINE_NEWS = quarantine_of(NEWS)
 QUARANTINE_DIVERGENCE = quarantine_of(DIVERGENCE)
+
+# Every dataset the store writes: `aimoves status` reports files in their folders that it did not write.
+ALL_DATASETS: tuple[DatasetSpec, ...] = (
+    PRICES, FX, NEWS, STOCK_MOVES, SECTOR_MOVES, DIVERGENCE, QUARANTINE_PRICES, QUARANTINE_FX, QUARANTINE_NEWS, QUARANTINE_STOCK_MOVES,
+    QUARANTINE_SECTOR_MOVES, QUARANTINE_DIVERGENCE,
+)

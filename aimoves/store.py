@@ -3,9 +3,11 @@
 Contract:
 
 * One file per partition, `<dataset>/<key>=<value>/.../part-0.parquet`, with the dataset's explicit
-  Arrow schema and its schema version in the file metadata.
+  Arrow schema and its schema version in the file metadata. Where each file lives, how it is
+  published and how writers are serialized is the Catalog's (aimoves.catalog); this module decides
+  what goes into the files.
 * **Atomic**: the new file is written and fsynced under `<data-dir>/_staging/`, then published with
-  `os.replace`. A reader sees the old file or the new one, never half of one; a crash at any point
+  `os.replace` (`Catalog.publish`). A reader sees the old file or the new one, never half of one; a crash at any point
   leaves the old file in place (a killed run's staging files are invisible to readers and cleaned
   up by the next run).
 * **Idempotent**: rows are upserted by the dataset's key. Rows of the partition whose key the new
@@ -17,14 +19,9 @@ Contract:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import numpy as np
@@ -33,12 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from aimoves.raw import fsync_dir
+from aimoves.catalog import PART_FILE, Catalog, as_catalog, partition_path
 from aimoves.schema import DatasetSpec
 
 log = logging.getLogger(__name__)
 
-PART_FILE = "part-0.parquet"
+__all__ = ["PART_FILE", "WriteResult", "delete_keys", "partition_path", "read_frame", "to_table", "upsert"]
+
 ROW_GROUP_SIZE = 32_768
 
 
@@ -57,23 +55,6 @@ def empty_lists(n: int) -> list[tuple]:
     """n empty list cells for a list column. NOTE: one shared empty tuple, not n new lists: creating
     millions of small containers triggers Python's cyclic GC over the whole heap again and again."""
     return [()] * n
-
-
-@contextmanager
-def dataset_lock(data_dir: Path, dataset: str) -> Iterator[None]:
-    """Exclusive OS lock for writers of `dataset`; released when the process dies."""
-    lock_dir = data_dir / "_locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{dataset.replace('/', '__')}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def partition_path(spec: DatasetSpec, values: tuple) -> str:
-    return "/".join(f"{k}={v}" for k, v in zip(spec.partition_by, values))
 
 
 def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -134,41 +115,29 @@ def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, replaced: list[pd.Da
     return merged.sort_by([(c, "ascending") for c in spec.sort_by])
 
 
-def _publish(table: pa.Table, target: Path, data_dir: Path) -> None:
-    staging = data_dir / "_staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = staging / f"{uuid.uuid4().hex}.parquet"
-    try:
-        with open(tmp, "wb") as sink:
-            pq.write_table(table, sink, row_group_size=ROW_GROUP_SIZE, compression="zstd")
-            sink.flush()
-            os.fsync(sink.fileno())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _publish(table: pa.Table, target: str, catalog: Catalog) -> None:
+    catalog.publish(target, lambda sink: pq.write_table(table, sink, row_group_size=ROW_GROUP_SIZE, compression="zstd"))
 
 
-def upsert(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResult:
+def upsert(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Catalog | str | os.PathLike) -> WriteResult:
     """Write `frame` (every column of `spec.schema`) into the dataset; see the module docstring."""
     result = WriteResult(spec.name, rows_in=len(frame))
     if frame.empty:
         return result
-    root = data_dir / spec.name
+    catalog = as_catalog(data_dir)
     file_schema = spec.file_schema
-    with dataset_lock(data_dir, spec.name):
+    with catalog.lock(spec.name):
         for values, group in frame.groupby(list(spec.partition_by), sort=True):
             values = values if isinstance(values, tuple) else (values,)
             part = partition_path(spec, values)
-            target = root / part / PART_FILE
+            target = catalog.partition_file(spec, values)
             group = group.sort_values(list(spec.sort_by), kind="stable")
             dupes = group.duplicated(list(spec.key))
             if dupes.any():
                 raise ValueError(f"{spec.name}/{part}: {int(dupes.sum())} rows share a key {spec.key}; refusing to write")
             new = to_table(group, file_schema)
-            if target.exists():
-                old = pq.read_table(target)
+            old = catalog.read_partition(spec, values)
+            if old is not None:
                 old = old.cast(file_schema) if old.schema != file_schema else old
                 merged = _merge(old, new, spec, result.replaced)
                 if merged.equals(old):
@@ -176,25 +145,24 @@ def upsert(frame: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> WriteResul
                     continue
             else:
                 merged = new
-            _publish(merged, target, data_dir)
+            _publish(merged, target, catalog)
             result.partitions_written.append(part)
             result.rows_changed += len(group)
     return result
 
 
-def delete_keys(keys: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> int:
+def delete_keys(keys: pd.DataFrame, spec: DatasetSpec, data_dir: Catalog | str | os.PathLike) -> int:
     """Remove the rows whose key (and partition values) appear in `keys`; atomic per partition."""
-    root = data_dir / spec.name
+    catalog = as_catalog(data_dir)
     removed = 0
-    if keys.empty or not root.is_dir():
+    if keys.empty or not catalog.has_dataset(spec):
         return 0
-    with dataset_lock(data_dir, spec.name):
+    with catalog.lock(spec.name):
         for values, group in keys.groupby(list(spec.partition_by), sort=True):
             values = values if isinstance(values, tuple) else (values,)
-            target = root / partition_path(spec, values) / PART_FILE
-            if not target.exists():
+            old = catalog.read_partition(spec, values)
+            if old is None:
                 continue
-            old = pq.read_table(target)
             old_df = old.to_pandas()
             wanted = group[list(spec.key)].copy()
             for column in spec.key:
@@ -203,22 +171,22 @@ def delete_keys(keys: pd.DataFrame, spec: DatasetSpec, data_dir: Path) -> int:
             drop = pd.MultiIndex.from_frame(old_df[list(spec.key)]).isin(pd.MultiIndex.from_frame(wanted))
             if drop.any():
                 removed += int(drop.sum())
-                _publish(to_table(old_df[~drop], spec.file_schema), target, data_dir)
+                _publish(to_table(old_df[~drop], spec.file_schema), catalog.partition_file(spec, values), catalog)
     return removed
 
 
 def read_frame(
-    spec: DatasetSpec, data_dir: Path, start: object = None, end: object = None, columns: list[str] | None = None, **equals: list[str] | None
+    spec: DatasetSpec, data_dir: Catalog | str | os.PathLike, start: object = None, end: object = None, columns: list[str] | None = None,
+    **equals: list[str] | None,
 ) -> pd.DataFrame:
     """Rows of a dataset as pandas (date as datetime64, partition keys as plain values); empty if absent.
 
     `equals` filters a column to a list of values (e.g. market=["US", "HK"]); None means no filter.
     """
-    root = data_dir / spec.name
+    catalog = as_catalog(data_dir)
     columns = columns or [f.name for f in spec.schema]
-    if not root.is_dir():
+    if not catalog.dataset_files(spec):
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
-    dataset = ds.dataset(root, format="parquet", partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive"))
     expr = None
     clauses = []
     if start is not None:
@@ -230,7 +198,7 @@ def read_frame(
             clauses.append(ds.field(column).isin(list(values)))
     for clause in clauses:
         expr = clause if expr is None else expr & clause
-    frame = dataset.to_table(filter=expr, columns=columns).to_pandas(date_as_object=False)
+    frame = catalog.read_table(spec, expr, columns).to_pandas(date_as_object=False)
     if "date" in frame:
         frame["date"] = frame["date"].astype("datetime64[ns]")
     for key in spec.partition_by:

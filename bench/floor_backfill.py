@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from aimoves.calendars import sessions
 from aimoves.expectations import default_parameters, suite_definition
 from aimoves.markets import MARKET_INFO, MARKETS, normalize_symbol
-from aimoves.pipeline import next_session, plan_backfill
+from aimoves.planning import next_session, plan_backfill
 from aimoves.schema import (
     DIVERGENCE,
     FX,

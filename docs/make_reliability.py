@@ -55,6 +55,8 @@ def main() -> int:
         "stored before the run was still there, and a re-run produced exactly the data of an uninterrupted run (stamps "
         "`*_at` and `run_id` aside). Zero rows lost or duplicated.",
     ]
+    lines += [f"A forked trial counts only when its kill landed while the run was writing: {r['outcome']}." for r in rows
+              if r["kind"] == "forked worker, summary"]
     classes = Counter(r["class"] for r in rows if r.get("class"))
     if classes:
         lines += ["", "## Hostile-input classes (issue 10; cases of every section below that carry a class)", "", "| class | cases |", "|---|---|"]

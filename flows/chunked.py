@@ -11,7 +11,6 @@ News is not fetched here (a news backfill is small: run `backfill` with the same
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from datetime import UTC, date, datetime
@@ -21,11 +20,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from aimoves import chunks as c
-from aimoves import pipeline
+from aimoves.catalog import Catalog
 from aimoves.errors import AimovesError
+from aimoves.flows.prices import market as prices_of_market
 from aimoves.markets import MARKETS
+from aimoves.run import Run
+from aimoves.runs import RunSummary, new_run_id, write_run_record
+from aimoves.sources.factory import SourceSettings, make_source
+from aimoves.tasks import derive as td
 from aimoves.universe import load_universe
-from aimoves.flows.prices import PREFECT_STEPS, run_market, yahoo_rate_limit
 
 
 class ChunksFailed(AimovesError):
@@ -40,9 +43,9 @@ def _chunk_run_name() -> str:
     return f"{p['stage']}-{chunk.name}"
 
 
-def _record(data_dir: Path, run_id: str) -> dict[str, Any]:
-    path = data_dir / "_runs" / f"{run_id}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def _record(catalog: Catalog, run_id: str) -> dict[str, Any]:
+    path = catalog.run_record_path(run_id)
+    return json.loads(catalog.read_text(path)) if catalog.fs.exists(path) else {}
 
 
 @flow(name="backfill-chunk", flow_run_name=_chunk_run_name, retries=1, retry_delay_seconds=5)
@@ -54,17 +57,14 @@ def backfill_chunk(
 ) -> dict[str, Any]:
     """One chunk of one stage: `prices` (fetch → write), `stock_moves` or `sector_moves`; its record goes to `_runs/<run_id>.json`."""
     chunk = c.Chunk(market, start, end, tuple(symbols or ()), batch, batches)
-    stocks, root, now = load_universe(universe), Path(data_dir), datetime.now(UTC)
-    summary = pipeline.RunSummary(run_id, f"chunk-{stage}", str(root), now.isoformat())
+    stocks, root, now = load_universe(universe), Catalog(data_dir), datetime.now(UTC)
+    summary = RunSummary(run_id, f"chunk-{stage}", str(root), now.isoformat())
     if stage == "prices":
-        settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
-        price_source = pipeline.make_source(settings, stocks, root)
-        if price_source.name == "yahoo":
-            price_source = dataclasses.replace(price_source, throttle=yahoo_rate_limit)  # type: ignore[type-var]
-        report = run_market(c.chunk_plan(chunk, stocks), price_source, stocks, root, run_id, now, PREFECT_STEPS)
+        settings = SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
+        report = prices_of_market(c.chunk_plan(chunk, stocks), Run(root, stocks, settings, make_source(settings, stocks, root), summary, now))
         summary.markets.append(report)
         if report.error or (not report.closed and report.passed == 0):
-            pipeline.write_run_record(summary, root)
+            write_run_record(summary, root)
             raise ChunksFailed(f"{stage} {chunk.name}: {report.error or 'no valid rows fetched'}")
     elif stage == "stock_moves":
         summary.stock_moves = c.derive_stock_chunk(chunk, window_start, stocks, root, run_id, now)
@@ -74,7 +74,7 @@ def backfill_chunk(
     else:
         raise AimovesError(f"unknown chunk stage {stage!r}: expected prices, stock_moves or sector_moves")
     summary.finished_at = datetime.now(UTC).isoformat()
-    pipeline.write_run_record(summary, root)
+    write_run_record(summary, root)
     return {"chunk": chunk.name, "stage": stage, "run_id": run_id}
 
 
@@ -121,8 +121,8 @@ def chunked_backfill(
     """Prices, FX, stock moves and sector moves from `start` to `end`, in chunks (per market, year and symbol batch)."""
     if end < start:
         raise AimovesError(f"--end {end} is before --start {start}")
-    stocks, root, now = load_universe(universe), Path(data_dir), datetime.now(UTC)
-    parent = pipeline.new_run_id(now)
+    stocks, root, now = load_universe(universe), Catalog(data_dir), datetime.now(UTC)
+    parent = new_run_id(now)
     common = {"window_start": start, "markets": markets, "source": source, "data_dir": data_dir, "universe": universe,
               "csv_dir": csv_dir, "seed": seed, "shock_date": shock_date, "inject_defects": inject_defects}
     planned = c.plan_chunks(stocks, markets, start, end, batch_size)
@@ -132,9 +132,9 @@ def chunked_backfill(
         raise ChunksFailed(f"price chunks failed: {', '.join(failed)}; re-run them alone with only={failed!r}, nothing was derived")
     blocked = sorted({f"{k.market} {d}" for k in price_chunks
                       for m in _record(root, f"{parent}-prices-{k.name}").get("markets", []) for d in m.get("blocked_dates", [])})
-    settings = pipeline.SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
+    settings = SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
     fx_start = min(c.chunk_plan(k, stocks).request.start for k in planned if k.start == start)
-    PREFECT_STEPS.fx(pipeline.make_source(settings, stocks, root), stocks, fx_start, end, root, parent, now)
+    td.fx(make_source(settings, stocks, root), stocks, fx_start, end, root, parent, now)
     failed = _run_stage("stock_moves", planned, common, parent, chunk_deployment)
     failed += _run_stage("sector_moves", c.plan_sector_chunks(start, end), {**common, "blocked": blocked}, parent, chunk_deployment)
     if failed:

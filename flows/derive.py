@@ -8,13 +8,16 @@ change: `aimoves derive --start D --end D`.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from aimoves import options, pipeline
+from aimoves import options
+from aimoves.catalog import Catalog
 from aimoves.derive import DeriveWindow
+from aimoves.runs import RunSummary, new_run_id, write_run_record
 from aimoves.tasks import derive as td
+
+from .runlogs import library_logs_to_run
 
 
 def _run_name() -> str:
@@ -31,7 +34,7 @@ def derive(
     markets: list[str] | None = None,
     data_dir: str = "data",
     universe: str | None = None,
-) -> pipeline.RunSummary:
+) -> RunSummary:
     """Stock moves of `markets` (default: the universe's) and sector moves of their regions and ALL, for start..end (default: yesterday UTC).
 
     Parameters are the fields of `aimoves.options.DeriveOptions` (declared and validated there)."""
@@ -41,18 +44,19 @@ def derive(
     start = opts.start or (now.date() - timedelta(days=1))
     end = opts.end or start
     stocks = options.load_universe(opts.universe)
-    root = Path(opts.data_dir)
-    summary = pipeline.RunSummary(pipeline.new_run_id(now), "derive", str(root), now.isoformat())
+    catalog = Catalog(opts.data_dir)
+    summary = RunSummary(new_run_id(now), "derive", str(catalog), now.isoformat())
     windows = [DeriveWindow(m, start, end) for m in options.run_markets(opts, stocks)]
-    summary.stock_moves = td.stock_moves(root, stocks, windows, summary.run_id, now)
-    summary.sector_moves = td.sector_moves(root, stocks, windows, set(), summary.run_id, now)
-    summary.divergence = td.divergence(root, stocks, start, end, set(), summary.run_id, now)
+    with library_logs_to_run():
+        summary.stock_moves = td.stock_moves(catalog, stocks, windows, summary.run_id, now)
+        summary.sector_moves = td.sector_moves(catalog, stocks, windows, set(), summary.run_id, now)
+        summary.divergence = td.divergence(catalog, stocks, start, end, set(), summary.run_id, now)
     logger.info("stock_moves: %d rows; sector_moves: %d rows; divergence: %d rows", summary.stock_moves.passed, summary.sector_moves.passed,
                 summary.divergence.passed)
     summary.finished_at = datetime.now(UTC).isoformat()
-    pipeline.write_run_record(summary, root)
+    write_run_record(summary, catalog)
     from aimoves.assets import publish_derived
     from prefect.runtime import flow_run
 
-    publish_derived(summary, root, flow_run.name or summary.run_id, digest_day=end)
+    publish_derived(summary, catalog.location, flow_run.name or summary.run_id, digest_day=end)  # NOTE: a local path (not yet on the Catalog)
     return summary

@@ -1,95 +1,68 @@
-"""`backfill` and `daily`: prices for each market, fetched, logged raw, validated and written."""
+"""`backfill` and `daily`: the recipe of a prices run, top to bottom, each stage a task (tasks/).
+
+Per market: fetch → raw log → normalize → validate → write; then FX, news, stock moves and sector
+moves over what was written; then the run record and the artifacts the UI shows. The helpers
+between the stages are plain functions of aimoves.run (which also runs the same stages without
+Prefect: `aimoves.run.run_prices`).
+"""
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from aimoves import options, pipeline
-from aimoves.derive import BLOCK_QUARANTINE_SHARE, DeriveWindow
-from aimoves.errors import AimovesError
-from aimoves.raw import clean_staging
-from aimoves.sources.base import PriceSource
-from aimoves.universe import Universe
+from aimoves import options
+from aimoves.catalog import Catalog
+from aimoves.planning import MarketPlan, latest_settled_session, plan_backfill, plan_daily
+from aimoves.run import (
+    Run, closed_market, guarded, raise_if_failed, record_run, report_market, run_markets, start_run, suite_runs_of, warn_blocked,
+)
+from aimoves.runs import MarketReport, RunFailed, RunSummary
+from aimoves.sources.factory import SourceSettings, news_source_for
 from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
+from aimoves.universe import Universe
+
+from .runlogs import library_logs_to_run
+
+__all__ = ["NEEDS_ATTENTION", "RunFailed", "backfill", "daily", "prices"]
 
 
-# The recipe's steps as Prefect tasks; PLAIN_STEPS are the same functions without the engine
-# (crash trials and other tests run the whole recipe in a forked process with them).
-PREFECT_STEPS = SimpleNamespace(
-    fetch_prices=t.fetch_prices, store_raw=t.store_raw, normalize=t.normalize, validate=t.validate, write=t.write,
-    fx=td.fx, news=td.news, stock_moves=td.stock_moves, sector_moves=td.sector_moves, divergence=td.divergence,
-)
-PLAIN_STEPS = SimpleNamespace(**{name: step.fn for name, step in vars(PREFECT_STEPS).items()})
+def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, universe: Universe, catalog: Catalog, now: datetime | None = None) -> RunSummary:
+    """The recipe: every market's prices, then FX, news and moves over what was written, then the record and artifacts."""
+    run = start_run(kind, settings, universe, catalog, now)
+    work = run_markets(plans, run, market)
+    if work:
+        s = run.summary
+        s.fx = guarded("FX update", td.fx, run.source, universe, work.start, work.end, catalog, s.run_id, run.now)
+        if settings.news:
+            s.news = guarded("news update", td.news, settings.news, universe, work.markets, work.start, work.end, catalog, s.run_id,
+                             run.now, settings.seed, settings.shock_date)
+        s.stock_moves = td.stock_moves(catalog, universe, work.windows, s.run_id, run.now)
+        s.sector_moves = td.sector_moves(catalog, universe, work.windows, work.blocked, s.run_id, run.now)
+        if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
+            s.divergence = td.divergence(catalog, universe, work.write_start, work.end, work.blocked, s.run_id, run.now)
+        warn_blocked(s.sector_moves)
+    publish_run(record_run(run), catalog, suite_runs_of(run))
+    return raise_if_failed(run.summary)
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The run logger inside a flow run (its lines reach the UI), the module logger outside."""
-    from prefect.context import FlowRunContext
-
-    return get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)
-
-
-class RunFailed(AimovesError):
-    """The run could not do its job for at least one market; the summary says which and why."""
-
-    def __init__(self, message: str, summary: pipeline.RunSummary) -> None:
-        super().__init__(message)
-        self.summary = summary
-
-
-def run_market(
-    plan: pipeline.MarketPlan, source: PriceSource, universe: Universe, data_dir: Path, run_id: str, now: datetime, steps: SimpleNamespace = PREFECT_STEPS,
-    suite_runs: list | None = None,
-) -> pipeline.MarketReport:
-    """One market: fetch → raw → normalize → validate → write."""
+def market(plan: MarketPlan, run: Run) -> MarketReport:
+    """One market: fetch → raw → normalize → validate → write, each a task."""
     if plan.closed_reason:
-        return pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", closed=plan.closed_reason)
-    extra = tuple(universe.extra_holidays.get(plan.market, ()))  # type: ignore[call-overload]
-    batch = steps.fetch_prices(source, plan.request)
-    raw = steps.store_raw(batch, data_dir) if source.name != "replay" else None
-    normalized = steps.normalize(batch, plan.market, pipeline.latest_settled_session(plan.market, now), pipeline.exchange_today(plan.market, now))
-    checked = steps.validate(normalized, plan.market, list(plan.request.symbols), pipeline.exchange_today(plan.market, now), extra)
-    if suite_runs is not None:
-        suite_runs.extend(checked.suite_runs)
-    written, quarantined, restated = steps.write(checked, normalized, batch, plan, data_dir, run_id, now)
-    report = pipeline.market_report(plan, batch, normalized, checked, written, quarantined, raw.path if raw else None)
-    report.restated = restated
-    report.blocked_dates = pipeline.blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
-    return report
+        return closed_market(plan, run)
+    batch = t.fetch_prices(run.source, plan.request)
+    raw = t.store_raw(batch, run.catalog) if run.source.name != "replay" else None
+    normalized = t.normalize(batch, plan, run.now)
+    checked = t.validate(normalized, plan, run.universe, run.now)
+    written = t.write(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now)
+    return report_market(plan, run, batch, normalized, checked, written, raw)
 
 
-def warn_if_stale(summary: pipeline.RunSummary, data_dir: Path, now: datetime) -> None:
-    """Freshness: say so when a market's latest stored session is older than its latest settled one."""
-    from aimoves.ops import latest_stored_date
-
-    logger = _logger()
-    for report in summary.markets:
-        expected = pipeline.latest_settled_session(report.market, now)
-        latest = latest_stored_date(data_dir / "prices", "market", report.market)
-        if latest is None or latest < expected:
-            note = f"stale: the latest stored {report.market} session is {latest or 'none'}, expected {expected}"
-            report.notes.append(note)
-            logger.warning(note)
-
-
-def run_suite_runs(summary: pipeline.RunSummary, prices: list) -> list:
-    """Every GX result of the run, returned as values by its stages: prices, FX, news, moves."""
-    out = list(prices)
-    for part in (summary.fx, summary.news):
-        out += (part or {}).get("suite_runs", [])
-    for report in (summary.stock_moves, summary.sector_moves):
-        out += getattr(report, "suite_runs", [])
-    return out
-
-
-def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) -> None:
+def publish_run(summary: RunSummary, catalog: Catalog, suite_runs: list) -> None:
     """Artifacts for the UI; an event when too much was quarantined (an automation alerts on it)."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
@@ -97,10 +70,9 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) 
 
     from aimoves import publish
     from aimoves.schema import SECTOR_MOVES
-    from aimoves.store import read_frame
 
     window = summary.sector_moves.window if summary.sector_moves is not None else ""
-    sectors = read_frame(SECTOR_MOVES, data_dir, *window.split("..")) if window else pd.DataFrame()
+    sectors = catalog.read_frame(SECTOR_MOVES, *window.split("..")) if window else pd.DataFrame()
     run_name = flow_run.name or summary.run_id
     markets = "-".join(m.market.lower() for m in summary.markets)
     create_markdown_artifact(publish.sector_moves_markdown(sectors, run_name), key=f"sector-moves-{markets}", description="Sector moves")
@@ -112,15 +84,15 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) 
     try:  # Data Docs are a convenience: their failure must not fail a run that wrote its data
         from aimoves import datadocs
 
-        index = datadocs.build(data_dir, summary.run_id, datetime.fromisoformat(summary.started_at), suite_runs)
+        index = datadocs.build(catalog, summary.run_id, datetime.fromisoformat(summary.started_at), suite_runs)
         if index is not None:
-            create_link_artifact(index.resolve().as_uri(), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
+            create_link_artifact(catalog.fs.unstrip_protocol(index), link_text="Great Expectations Data Docs", key=f"data-docs-{markets}",
                                  description=f"Validation results of this run ({index})")
     except Exception as exc:
         get_run_logger().warning("Data Docs not built: %s", exc)
     from aimoves.assets import publish_derived
 
-    publish_derived(summary, data_dir, run_name)
+    publish_derived(summary, catalog.location, run_name)  # NOTE: assets and digest take a local path (not yet on the Catalog)
     share = publish.quarantine_share(summary)
     if share > publish.QUARANTINE_ALERT_SHARE:
         emit_event(
@@ -130,88 +102,10 @@ def publish_run(summary: pipeline.RunSummary, data_dir: Path, suite_runs: list) 
         )
 
 
-def run_prices(
-    kind: str,
-    plans: list[pipeline.MarketPlan],
-    source: pipeline.SourceSettings,
-    universe: Universe,
-    data_dir: Path,
-    steps: SimpleNamespace = PREFECT_STEPS,
-    now: datetime | None = None,
-) -> pipeline.RunSummary:
-    logger = _logger()
-    now = now or datetime.now(UTC)
-    summary = pipeline.RunSummary(pipeline.new_run_id(now), kind, str(data_dir), now.isoformat())
-    price_suite_runs: list = []
-    data_dir.mkdir(parents=True, exist_ok=True)
-    clean_staging(data_dir)
-    price_source = pipeline.make_source(source, universe, data_dir)
-    for plan in plans:
-        try:
-            report = run_market(plan, price_source, universe, data_dir, summary.run_id, now, steps, price_suite_runs)
-        except Exception as exc:  # one market's failure must not stop the others; the run fails at the end
-            if not isinstance(exc, AimovesError):
-                logger.exception("%s failed", plan.market)
-            report = pipeline.MarketReport(plan.market, source.name, f"{plan.write_start}..{plan.write_end}", error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, AimovesError) else str(exc))
-        if report.closed:
-            logger.info("%s: %s", plan.market, report.closed)
-        elif report.error:
-            logger.error("%s: %s", plan.market, report.error)
-        else:
-            logger.info(
-                "%s %s: %d passed (%d flagged), %d quarantined, %d symbols failed; partitions written: %s",
-                plan.market, report.window, report.passed, report.flagged, report.quarantined, len(report.failures),
-                ", ".join(report.partitions_written) or "none (unchanged)",
-            )
-        summary.markets.append(report)
-    derived = [(p, r) for p, r in zip(plans, summary.markets) if not r.closed and not r.error]
-    if derived:
-        # FX for the USD columns, then moves: every session whose prices were (re)written except the
-        # first of each fetch, whose return would mix freshly fetched and stored adj_close.
-        start = min(p.request.start for p, _ in derived)
-        end = max(p.write_end for p, _ in derived)
-        try:
-            summary.fx = steps.fx(price_source, universe, start, end, data_dir, summary.run_id, now)
-        except Exception as exc:  # FX trouble leaves USD columns null and flagged; it never stops prices
-            logger.warning("FX update failed: %s", exc)
-            summary.fx = {"error": f"{type(exc).__name__}: {exc}"}
-        if source.news:
-            try:  # news trouble never stops prices or moves; it is reported
-                summary.news = steps.news(source.news, universe, [p.market for p, _ in derived], start, end, data_dir, summary.run_id, now,
-                                          source.seed, source.shock_date)
-            except Exception as exc:
-                logger.warning("news update failed: %s", exc)
-                summary.news = {"error": f"{type(exc).__name__}: {exc}"}
-        windows = [DeriveWindow(p.market, pipeline.next_session(p.market, p.request.start), p.write_end) for p, _ in derived]
-        blocked = {(r.market, d) for _, r in derived for d in r.blocked_dates}
-        summary.stock_moves = steps.stock_moves(data_dir, universe, windows, summary.run_id, now)
-        summary.sector_moves = steps.sector_moves(data_dir, universe, windows, blocked, summary.run_id, now)
-        if kind == "backfill":  # the divergence needs every market of a date: backfills and derive-all compute it
-            summary.divergence = steps.divergence(data_dir, universe, min(p.write_start for p, _ in derived), end, blocked, summary.run_id, now)
-        if blocked:
-            listed = summary.sector_moves.blocked or []
-            more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
-            logger.warning("sector moves not computed for %s%s: the prices batch failed there", ", ".join(listed[:10]), more)
-    if kind == "daily":
-        warn_if_stale(summary, data_dir, now)
-    summary.finished_at = datetime.now(UTC).isoformat()
-    pipeline.write_run_record(summary, data_dir)
-    if steps is PREFECT_STEPS:
-        publish_run(summary, data_dir, run_suite_runs(summary, price_suite_runs))
-    failed = [m for m in summary.markets if m.error or (not m.closed and m.passed == 0)]
-    if failed:
-        by_reason: dict[str, list[str]] = {}  # one reason said once, e.g. "US, HK, CN: Yahoo Finance unreachable: ..."
-        for m in failed:
-            by_reason.setdefault(m.error or "no valid rows fetched", []).append(m.market)
-        reasons = "; ".join(f"{', '.join(markets)}: {reason}" for reason, markets in by_reason.items())
-        raise RunFailed(f"{kind} could not complete: {reasons}", summary)
-    return summary
-
-
 NEEDS_ATTENTION = "Needs attention"
 
 
-def finish(summary: pipeline.RunSummary) -> pipeline.RunSummary:
+def finish(summary: RunSummary) -> RunSummary:
     """The flow's end: `Completed`, or a completed state named "Needs attention" (the UI shows the
     name) when symbols failed or rows were quarantined; its message lists them."""
     if not summary.needs_attention:
@@ -259,15 +153,16 @@ def backfill(
     shock_date: date | None = None,
     inject_defects: bool = False,
     news_source: str | None = None,
-) -> pipeline.RunSummary:
+) -> RunSummary:
     """Prices for every session from `start` to `end` (after a warm-up read before `start`), then news and moves.
 
     Parameters are the fields of `aimoves.options.BackfillOptions` (declared and validated there):
     `markets` defaults to the markets the universe lists; `news_source` to the price source's news."""
     opts = options.parse(options.BackfillOptions, **locals())
     stocks = options.load_universe(opts.universe)
-    plans = [pipeline.plan_backfill(stocks, m, opts.start, opts.end) for m in options.run_markets(opts, stocks)]
-    return finish(run_prices("backfill", plans, _source_settings(opts), stocks, Path(opts.data_dir)))
+    plans = [plan_backfill(stocks, m, opts.start, opts.end) for m in options.run_markets(opts, stocks)]
+    with library_logs_to_run():
+        return finish(prices("backfill", plans, _source_settings(opts), stocks, Catalog(opts.data_dir)))
 
 
 @flow(name="daily", flow_run_name=_run_name)
@@ -282,17 +177,18 @@ def daily(
     shock_date: date | None = None,
     inject_defects: bool = False,
     news_source: str | None = None,
-) -> pipeline.RunSummary:
+) -> RunSummary:
     """One session per market: `day`, or each market's latest settled session (then news and moves).
 
     Parameters are the fields of `aimoves.options.DailyOptions`; `markets` defaults to the universe's."""
     opts = options.parse(options.DailyOptions, **locals())
     stocks = options.load_universe(opts.universe)
     now = _scheduled_now()
-    plans = [pipeline.plan_daily(stocks, m, opts.day or pipeline.latest_settled_session(m, now)) for m in options.run_markets(opts, stocks)]
-    return finish(run_prices("daily", plans, _source_settings(opts), stocks, Path(opts.data_dir), now=now))
+    plans = [plan_daily(stocks, m, opts.day or latest_settled_session(m, now)) for m in options.run_markets(opts, stocks)]
+    with library_logs_to_run():
+        return finish(prices("daily", plans, _source_settings(opts), stocks, Catalog(opts.data_dir), now))
 
 
-def _source_settings(opts: options.RunOptions) -> pipeline.SourceSettings:
-    return pipeline.SourceSettings(opts.source, Path(opts.csv_dir) if opts.csv_dir else None, opts.seed, opts.shock_date,
-                                   opts.inject_defects, pipeline.news_source_for(opts.source, opts.news_source))
+def _source_settings(opts: options.RunOptions) -> SourceSettings:
+    return SourceSettings(opts.source, Path(opts.csv_dir) if opts.csv_dir else None, opts.seed, opts.shock_date,
+                          opts.inject_defects, news_source_for(opts.source, opts.news_source))

@@ -1,54 +1,58 @@
-"""Tasks after prices: FX rates, stock moves, sector moves (one run each, all markets at once)."""
+"""Tasks after prices: FX rates, news, stock moves, sector moves (one run each, all markets at once)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from aimoves import derive as d
+from aimoves.catalog import Catalog
 from aimoves.fx import update_fx
 from aimoves.gcpause import gc_paused
 from aimoves.sources.base import PriceSource
 from aimoves.universe import Universe
 
+from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, transient
 
-@task(name="update-fx", task_run_name="update-fx-{start}-to-{end}", cache_policy=NO_CACHE)
-def fx(source: PriceSource, universe: Universe, start: date, end: date, data_dir: Path, run_id: str, now: datetime) -> dict:
+
+@task(name="update-fx", task_run_name="update-fx-{start}-to-{end}", cache_policy=NO_CACHE, tags=["fx", "fetch"],
+      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
+def fx(source: PriceSource, universe: Universe, start: date, end: date, catalog: Catalog, run_id: str, now: datetime) -> dict:
     with gc_paused():
-        return update_fx(source, universe, start, end, data_dir, run_id, now)
+        return update_fx(source, universe, start, end, catalog, run_id, now)
 
 
-@task(name="update-news", task_run_name="update-news-{name}-{start}-to-{end}", cache_policy=NO_CACHE)
+@task(name="update-news", task_run_name="update-news-{name}-{start}-to-{end}", cache_policy=NO_CACHE, tags=["news", "fetch"],
+      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def news(
-    name: str, universe: Universe, markets: list[str], start: date, end: date, data_dir: Path, run_id: str, now: datetime,
+    name: str, universe: Universe, markets: list[str], start: date, end: date, catalog: Catalog, run_id: str, now: datetime,
     seed: int | None, shock_date: date | None,
 ) -> dict | None:
+    from aimoves.news.stage import update_news
+
     with gc_paused():
-        from aimoves.news.stage import update_news
-
-        return update_news(name, universe, markets, start, end, data_dir, run_id, now, seed, shock_date)
+        return update_news(name, universe, markets, start, end, catalog, run_id, now, seed, shock_date)
 
 
-@task(name="derive-stock-moves", cache_policy=NO_CACHE)
-def stock_moves(data_dir: Path, universe: Universe, windows: list[d.DeriveWindow], run_id: str, now: datetime) -> d.DeriveReport:
+@task(name="derive-stock-moves", cache_policy=NO_CACHE, tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+def stock_moves(catalog: Catalog, universe: Universe, windows: list[d.DeriveWindow], run_id: str, now: datetime) -> d.DeriveReport:
     with gc_paused():
-        return d.derive_stock_moves(data_dir, universe, windows, run_id, now)
+        return d.derive_stock_moves(catalog, universe, windows, run_id, now)
 
 
-@task(name="derive-sector-moves", cache_policy=NO_CACHE)
+@task(name="derive-sector-moves", cache_policy=NO_CACHE, tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def sector_moves(
-    data_dir: Path, universe: Universe, windows: list[d.DeriveWindow], blocked: set[tuple[str, date]], run_id: str, now: datetime
+    catalog: Catalog, universe: Universe, windows: list[d.DeriveWindow], blocked: set[tuple[str, date]], run_id: str, now: datetime
 ) -> d.DeriveReport:
     with gc_paused():
-        return d.derive_sector_moves(data_dir, universe, windows, blocked, run_id, now)
+        return d.derive_sector_moves(catalog, universe, windows, blocked, run_id, now)
 
 
-@task(name="derive-divergence", cache_policy=NO_CACHE)
-def divergence(data_dir: Path, universe: Universe, start: date, end: date, blocked: set[tuple[str, date]], run_id: str, now: datetime) -> d.DeriveReport:
+@task(name="derive-divergence", cache_policy=NO_CACHE, tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+def divergence(catalog: Catalog, universe: Universe, start: date, end: date, blocked: set[tuple[str, date]], run_id: str, now: datetime) -> d.DeriveReport:
     from aimoves.divergence import derive_divergence
 
     with gc_paused():
-        return derive_divergence(data_dir, universe, start, end, run_id, now, blocked)
+        return derive_divergence(catalog, universe, start, end, run_id, now, blocked)

@@ -1,69 +1,59 @@
-"""Tasks of the prices pipeline, one per market and stage (never one per symbol)."""
+"""Tasks of the prices stages, one per market and stage (never one per symbol)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from pathlib import Path
+from datetime import datetime
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from aimoves import pipeline
+from aimoves import run as r
+from aimoves.catalog import Catalog
 from aimoves.gcpause import gc_paused
-from aimoves.normalize import NormalizedPrices, normalize_prices
+from aimoves.normalize import NormalizedPrices
+from aimoves.planning import MarketPlan
 from aimoves.raw import RawRecord, write_raw
 from aimoves.sources.base import PriceBatch, PriceRequest, PriceSource
 from aimoves.store import WriteResult
-from aimoves.validate import ValidationResult, validate_prices
+from aimoves.universe import Universe
+from aimoves.validate import ValidationResult
 
-# NOTE: NO_CACHE everywhere: the default cache policy hashes inputs, and hashing a frame of
-# millions of rows costs more than the work itself. Each body runs with the cyclic GC paused
-# (aimoves.gcpause): measured, it is most of the difference between 56 s and 34 s at 2.5M rows.
+from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, transient
 
 
-@task(name="fetch-prices", task_run_name="fetch-prices-{request.market}", cache_policy=NO_CACHE)
+@task(name="fetch-prices", task_run_name="fetch-prices-{request.market}", cache_policy=NO_CACHE, tags=["prices", "fetch"],
+      retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def fetch_prices(source: PriceSource, request: PriceRequest) -> PriceBatch:
     with gc_paused():
-        # Sources retry rate limits and transient errors themselves, per batch of symbols.
         return source.fetch_prices(request)
 
 
-@task(name="store-raw", task_run_name="store-raw-{batch.request.market}", cache_policy=NO_CACHE)
-def store_raw(batch: PriceBatch, data_dir: Path) -> RawRecord:
+@task(name="store-raw", task_run_name="store-raw-{batch.request.market}", cache_policy=NO_CACHE, tags=["prices", "write"],
+      retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
+def store_raw(batch: PriceBatch, catalog: Catalog) -> RawRecord:
     with gc_paused():
-        return write_raw(batch, data_dir)
+        return write_raw(batch, catalog)
 
 
-@task(name="normalize-prices", task_run_name="normalize-prices-{market}", cache_policy=NO_CACHE)
-def normalize(batch: PriceBatch, market: str, settled_through: date, today: date) -> NormalizedPrices:
+@task(name="normalize-prices", task_run_name="normalize-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices"],
+      retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+def normalize(batch: PriceBatch, plan: MarketPlan, now: datetime) -> NormalizedPrices:
     with gc_paused():
-        return normalize_prices(batch, market, settled_through, today)
+        return r.normalize_market(batch, plan, now)
 
 
-@task(name="validate-prices", task_run_name="validate-prices-{market}", cache_policy=NO_CACHE)
-def validate(normalized: NormalizedPrices, market: str, symbols: list[str], today: date, extra_holidays: tuple[date, ...]) -> ValidationResult:
+@task(name="validate-prices", task_run_name="validate-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices", "validate"],
+      retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+def validate(normalized: NormalizedPrices, plan: MarketPlan, universe: Universe, now: datetime) -> ValidationResult:
     with gc_paused():
-        return validate_prices(normalized.prices, market, symbols, today, extra_holidays)
+        return r.validate_market(normalized, plan, universe, now)
 
 
-@task(name="write-prices", task_run_name="write-prices-{plan.market}", cache_policy=NO_CACHE)
+@task(name="write-prices", task_run_name="write-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices", "write"],
+      retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def write(
-    validation: ValidationResult,
-    normalized: NormalizedPrices,
-    batch: PriceBatch,
-    plan: pipeline.MarketPlan,
-    data_dir: Path,
-    run_id: str,
-    now: datetime,
+    validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
 ) -> tuple[WriteResult, int, int]:
-    """Write passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/.
-
-    Returns the write result, the number of quarantined rows and of restated bars."""
+    """Passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/ (idempotent: safe to retry)."""
     with gc_paused():
-        quarantine = pipeline.quarantine_for_write(validation, normalized, batch, plan, run_id, now)
-        pipeline.write_quarantine(quarantine, data_dir)
-        rows = pipeline.prices_for_write(validation, plan, now)
-        written = pipeline.write_prices(rows, data_dir)
-        restated = pipeline.restatements(written, rows)
-        pipeline.write_restatements(restated, data_dir, run_id, plan.market)
-        return written, len(quarantine), len(restated)
+        return r.write_market(validation, normalized, batch, plan, catalog, run_id, now)

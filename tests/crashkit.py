@@ -2,8 +2,10 @@
 
 Used by tests/test_crash.py. A trial:
 1. copies a baseline data dir (an earlier backfill that the run overlaps),
-2. forks a worker that runs the backfill recipe (plain steps, no engine) and is killed either by a
-   timer at a random moment or at the n-th call of a chosen function (a precise point),
+2. forks a worker that runs the whole backfill (`aimoves.run.run_prices`: the flow's stages as plain
+   calls, no engine) and is killed either by a timer or at the n-th call of a chosen function (a
+   precise point); the worker notes when its first write to the data dir began and when its run
+   ended, so that a trial counts only when the kill landed while the run was writing,
 3. checks the data dir: every dataset readable by pyarrow and DuckDB, no duplicated keys, every
    row stored before still there,
 4. re-runs the backfill to completion and compares the datasets with an uninterrupted run.
@@ -17,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -24,7 +27,9 @@ import duckdb
 import pandas as pd
 import pyarrow.dataset as ds
 
-from aimoves import pipeline
+from aimoves.planning import plan_backfill
+from aimoves.run import run_prices
+from aimoves.sources.factory import SourceSettings
 from aimoves.schema import FX, NEWS, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
 from aimoves.universe import Universe
 
@@ -33,11 +38,9 @@ STAMPS = {"ingested_at", "quarantined_at", "run_id", "first_seen_at"}
 
 
 def run_backfill(data_dir: Path, universe: Universe, start: date, end: date, markets: tuple[str, ...], defects: bool = True) -> None:
-    from aimoves.flows.prices import PLAIN_STEPS, run_prices
-
-    plans = [pipeline.plan_backfill(universe, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings("simulated", inject_defects=defects, news="simulated")  # as the CLI does
-    run_prices("backfill", plans, settings, universe, data_dir, steps=PLAIN_STEPS)
+    plans = [plan_backfill(universe, m, start, end) for m in markets]
+    settings = SourceSettings("simulated", inject_defects=defects, news="simulated")  # as the CLI does
+    run_prices("backfill", plans, settings, universe, data_dir)
 
 
 def read_all(data_dir: Path) -> dict[str, pd.DataFrame]:
@@ -110,27 +113,70 @@ def kill_at_call(module: object, name: str, n: int, after: bool = False) -> None
     setattr(module, name, wrapper)
 
 
-def forked_trial(work: Callable[[], None], arm: Callable[[], None], timeout: float = 120) -> str:
-    """Run `work` in a forked child after `arm()` set up its death; returns how the child ended."""
+def watch_writes(on_write: Callable[[], None]) -> Callable[[], None]:
+    """Call `on_write()` before each publish into the data dir (a dataset file, a raw fetch folder); returns the undo."""
+    from aimoves.catalog import Catalog
+
+    originals = {name: getattr(Catalog, name) for name in ("publish", "publish_folder")}
+    for name, original in originals.items():
+
+        def wrapper(self: Catalog, *args: object, _original: Callable = original) -> object:
+            on_write()
+            return _original(self, *args)
+
+        setattr(Catalog, name, wrapper)
+    return lambda: [setattr(Catalog, name, original) for name, original in originals.items()] and None
+
+
+@dataclass(frozen=True)
+class Trial:
+    outcome: str  # how the worker ended
+    landed_while_writing: bool  # killed after its first write began and before its run ended
+
+    @property
+    def counts(self) -> bool:
+        return self.landed_while_writing
+
+
+def forked_trial(work: Callable[[], None], arm: Callable[[], None], marks: Path, timeout: float = 120) -> Trial:
+    """Run `work` in a forked child after `arm()` set up its death; returns how the child ended and
+    whether the kill landed while the run was writing (between its first write and its end)."""
+    marks.mkdir(parents=True, exist_ok=True)
     pid = os.fork()
     if pid == 0:  # child
         try:
+            watch_writes(lambda: (marks / "writing").touch(exist_ok=True))
             arm()
             work()
+            (marks / "finished").touch()
         except BaseException:
             os._exit(3)
         os._exit(0)
     deadline = time.time() + timeout
+    outcome = "timed out"
     while time.time() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            if os.WIFSIGNALED(status):
-                return f"killed by signal {os.WTERMSIG(status)}"
-            return f"exited {os.WEXITSTATUS(status)}"
+            outcome = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exited {os.WEXITSTATUS(status)}"
+            break
         time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return "timed out"
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    killed = outcome == f"killed by signal {signal.SIGKILL.value}"
+    return Trial(outcome, killed and (marks / "writing").exists() and not (marks / "finished").exists())
+
+
+def time_to_first_write(work: Callable[[], None]) -> tuple[float, float]:
+    """Seconds from the start of `work` to its first write into the data dir, and to its end (in-process)."""
+    started = time.perf_counter()
+    first: list[float] = []
+    undo = watch_writes(lambda: first.append(time.perf_counter() - started))
+    try:
+        work()
+    finally:
+        undo()
+    return (first[0] if first else 0.0), time.perf_counter() - started
 
 
 def copy_dir(src: Path, dst: Path) -> Path:

@@ -250,7 +250,7 @@ def test_cli_report(data_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", "--event", "2025-01-27", "--data-dir", str(empty), "--out", str(out)])
     assert result.exit_code == 1 and "no sector_moves dataset in" in " ".join(result.stderr.split())
     result = runner.invoke(app, ["report", "--event", "2025-01-27", "--data-dir", str(tmp_path / "nowhere")])
-    assert result.exit_code == 1 and "does not exist" in " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "no data dir here" in " ".join(result.stderr.split())  # as status does (w-cli: exit 2)
 
     for args, message in (
         (["--event", "2025-01-27", "--start", "2025-01-20", "--end", "2025-02-03"], "not both"),

@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from aimoves import pipeline
+from aimoves.planning import plan_backfill
+from aimoves.run import run_prices
+from aimoves.runs import RunFailed, RunSummary
+from aimoves.sources.factory import SourceSettings
 from aimoves.errors import ConfigError
-from aimoves.flows.prices import PLAIN_STEPS, RunFailed, run_prices
 from aimoves.universe import load_universe, parse_universe
 
 CORPUS = Path(__file__).parent / "badinputs"
@@ -46,10 +48,10 @@ def _record(case: str, outcome: str, klass: str | None = None) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def _run(data_dir: Path, csv_dir: Path, end: date) -> pipeline.RunSummary:
-    plan = pipeline.plan_backfill(UNIVERSE, "US", START if end >= START else end, end)
+def _run(data_dir: Path, csv_dir: Path, end: date) -> RunSummary:
+    plan = plan_backfill(UNIVERSE, "US", START if end >= START else end, end)
     try:
-        return run_prices("backfill", [plan], pipeline.SourceSettings("csv", csv_dir), UNIVERSE, data_dir, steps=PLAIN_STEPS)
+        return run_prices("backfill", [plan], SourceSettings("csv", csv_dir), UNIVERSE, data_dir)
     except RunFailed as exc:
         exc.summary.markets[0].notes.append(f"run failed: {exc}")
         return exc.summary
@@ -61,8 +63,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("badinputs")
     (root / "csv").mkdir()
     (root / "csv" / "NVDA.csv").write_text(EARLIER)
-    plan = pipeline.plan_backfill(UNIVERSE, "US", date(2025, 1, 2), date(2025, 1, 24))
-    run_prices("backfill", [plan], pipeline.SourceSettings("csv", root / "csv"), UNIVERSE, root / "data", steps=PLAIN_STEPS)
+    plan = plan_backfill(UNIVERSE, "US", date(2025, 1, 2), date(2025, 1, 24))
+    run_prices("backfill", [plan], SourceSettings("csv", root / "csv"), UNIVERSE, root / "data")
     return root / "data"
 
 
@@ -140,9 +142,9 @@ def test_truncated_raw_payload_is_reported_not_fatal(stored: Path, tmp_path: Pat
     manifest = json.loads((fetch / "manifest.json").read_text())
     manifest["payloads"] = [{"name": "NVDA.csv", "kind": "table", "rows": 2}]
     (fetch / "manifest.json").write_text(json.dumps(manifest))
-    plan = pipeline.plan_backfill(UNIVERSE, "US", date(2025, 1, 2), date(2025, 1, 24))
+    plan = plan_backfill(UNIVERSE, "US", date(2025, 1, 2), date(2025, 1, 24))
     with pytest.raises(RunFailed) as info:
-        run_prices("backfill", [plan], pipeline.SourceSettings("replay"), UNIVERSE, data_dir, steps=PLAIN_STEPS)
+        run_prices("backfill", [plan], SourceSettings("replay"), UNIVERSE, data_dir)
     report = info.value.summary.markets[0]
     assert any(EXPECTED["truncated_raw.parquet"]["note"] in n for n in report.notes), report.notes
     pd.testing.assert_frame_equal(pd.read_parquet(data_dir / "prices"), before)

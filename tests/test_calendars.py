@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 
 from aimoves.calendars import last_known_session, session_flags, sessions
-from aimoves.pipeline import latest_settled_session, plan_daily
+from aimoves.planning import latest_settled_session, plan_daily
 from aimoves.universe import parse_universe
 
 

@@ -18,10 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aimoves import pipeline
+from aimoves.planning import plan_backfill
+from aimoves.quarantine import quarantine_for_write, write_quarantine
+from aimoves.run import prices_for_write, run_prices, write_prices
+from aimoves.sources.factory import SourceSettings
 from aimoves.calendars import sessions
 from aimoves.errors import InputFileError
-from aimoves.flows.prices import PLAIN_STEPS, run_prices
 from aimoves.normalize import normalize_prices
 from aimoves.raw import write_raw
 from aimoves.sources.base import PriceRequest
@@ -219,8 +221,8 @@ def test_a_market_mixing_files_with_and_without_adj_close_writes_every_row_and_f
     csv_dir.mkdir()
     (csv_dir / "NVDA.csv").write_text(classic_csv("US", 1))
     (csv_dir / "AMD.csv").write_text(one_line_any_order_csv("US", 2))  # no Adj Close; no HKDUSD=X.csv either
-    plan = pipeline.plan_backfill(UNIVERSE_US, "US", START, END)
-    summary = run_prices("backfill", [plan], pipeline.SourceSettings("csv", csv_dir), UNIVERSE_US, tmp_path / "data", steps=PLAIN_STEPS)
+    plan = plan_backfill(UNIVERSE_US, "US", START, END)
+    summary = run_prices("backfill", [plan], SourceSettings("csv", csv_dir), UNIVERSE_US, tmp_path / "data")
     prices = pd.read_parquet(tmp_path / "data" / "prices")
     assert prices.groupby("symbol").size().to_dict() == {"AMD": 10, "NVDA": 10}
     flagged = prices.set_index("symbol")["dq_flags"].map(lambda f: ADJ_FROM_CLOSE in list(f))
@@ -274,13 +276,13 @@ def test_one_fuzzed_row_never_costs_another_symbol_a_row(tmp_path_factory: pytes
     for i, (symbol, defect) in enumerate(zip(FUZZED, defects)):
         (root / "csv" / f"{symbol}.csv").write_text(_fuzzed(classic_csv("US", 10 + i), *defect))
     now = datetime(2026, 1, 5, tzinfo=UTC)
-    plan = pipeline.plan_backfill(UNIVERSE_FUZZ, "US", START, END)
+    plan = plan_backfill(UNIVERSE_FUZZ, "US", START, END)
     batch = CsvSource(root / "csv").fetch_prices(plan.request)
     normalized = normalize_prices(batch, "US", date(2026, 1, 2), date(2026, 1, 5))
     checked = validate_prices(normalized.prices, "US", list(plan.request.symbols), date(2026, 1, 5))
-    quarantine = pipeline.quarantine_for_write(checked, normalized, batch, plan, "fuzz", now)
-    pipeline.write_quarantine(quarantine, root / "data")
-    pipeline.write_prices(pipeline.prices_for_write(checked, plan, now), root / "data")
+    quarantine = quarantine_for_write(checked, normalized, batch, plan, "fuzz", now)
+    write_quarantine(quarantine, root / "data")
+    write_prices(prices_for_write(checked, plan, now), root / "data")
     written = pd.read_parquet(root / "data" / "prices").groupby("symbol").size().to_dict()
     assert written.get("NVDA") == 10 and written.get("AVGO") == 10, (written, batch.failures)
     # and no fuzzed file lost a row: each is written, quarantined, or the file failed as a whole
@@ -347,8 +349,8 @@ def test_realdata_files_are_read_where_they_lie(tmp_path: Path, realdata_dir: Pa
         "realdata-universe",
     )
     start, end = date(2025, 1, 2), date(2025, 2, 28)
-    plans = [pipeline.plan_backfill(universe, m, start, end) for m in ("US", "HK")]
-    run_prices("backfill", plans, pipeline.SourceSettings("csv", realdata_dir), universe, tmp_path / "data", steps=PLAIN_STEPS)
+    plans = [plan_backfill(universe, m, start, end) for m in ("US", "HK")]
+    run_prices("backfill", plans, SourceSettings("csv", realdata_dir), universe, tmp_path / "data")
     prices = pd.read_parquet(tmp_path / "data" / "prices")
     for symbol, plan in (("NVDA", plans[0]), ("AVGO", plans[0]), ("0981.HK", plans[1])):
         text = (realdata_dir / f"{symbol}.csv").read_text().splitlines()

@@ -19,14 +19,15 @@ from conftest import REALDATA_UNIVERSE, SMALL_UNIVERSE
 
 
 def _backfill(data_dir: Path, universe_text: str, start: date, end: date, markets: tuple[str, ...], source: str, csv_dir: Path | None = None):
-    from aimoves import pipeline
-    from aimoves.flows.prices import PLAIN_STEPS, run_prices
+    from aimoves.planning import plan_backfill
+    from aimoves.run import run_prices
+    from aimoves.sources.factory import SourceSettings, news_source_for
     from aimoves.universe import parse_universe
 
     universe = parse_universe(universe_text, "test universe")
-    plans = [pipeline.plan_backfill(universe, m, start, end) for m in markets]
-    settings = pipeline.SourceSettings(source, csv_dir, None, None, False, pipeline.news_source_for(source, None))
-    return run_prices("backfill", plans, settings, universe, data_dir, steps=PLAIN_STEPS), universe
+    plans = [plan_backfill(universe, m, start, end) for m in markets]
+    settings = SourceSettings(source, csv_dir, None, None, False, news_source_for(source, None))
+    return run_prices("backfill", plans, settings, universe, data_dir), universe
 
 
 @pytest.fixture(scope="module")

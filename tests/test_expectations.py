@@ -169,7 +169,7 @@ def test_data_docs_are_built_for_run_ids_gx_cannot_parse(tmp_path, run_id: str) 
 def test_the_run_gathers_every_stages_gx_results_from_their_return_values() -> None:
     from aimoves.derive import DeriveReport
     from aimoves.flows.prices import run_suite_runs
-    from aimoves.pipeline import RunSummary
+    from aimoves.runs import RunSummary
 
     prices = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY).suite_runs
     fx, stock, sector, news = (object() for _ in range(4))

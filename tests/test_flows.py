@@ -105,6 +105,27 @@ def test_daily_on_a_holiday_completes_and_says_closed(prefect_harness, tmp_path:
     assert set(prices["market"]) == {"US"} and prices["date"].astype(str).max() == "2025-01-29"
 
 
+def test_library_logs_reach_the_flow_runs_logs_in_the_ui(prefect_harness, tmp_path: Path, small_universe_file: Path) -> None:
+    """What aimoves' plain modules log (here aimoves.run: the stale-data warning, the quarantine counts) is in the run's logs."""
+    import logging
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    from aimoves.flows.prices import daily
+
+    state = daily(date(2025, 1, 29), markets=["US"], source="simulated", universe=str(small_universe_file), data_dir=str(tmp_path),
+                  inject_defects=True, return_state=True)
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    library = [(log.name, log.level, log.message) for log in logs if log.name.startswith("aimoves.")]
+    assert any(level == logging.WARNING and "stale: the latest stored US session" in message for _, level, message in library), library
+    assert any(name == "aimoves.run" and "quarantined" in message for name, _, message in library), library
+    assert logging.getLogger("aimoves").handlers == []  # the run's handler is gone after the run
+
+
 def test_a_run_that_fetches_nothing_fails_with_a_message(prefect_harness, tmp_path: Path) -> None:
     from aimoves.flows.prices import RunFailed, backfill
 

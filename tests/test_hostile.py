@@ -292,7 +292,7 @@ def test_relative_feed_resolves_from_the_universe_folder(tmp_path: Path, monkeyp
 
 def test_summary_prints_source_text_as_written() -> None:
     from aimoves import cli
-    from aimoves.pipeline import MarketReport, RunSummary
+    from aimoves.runs import MarketReport, RunSummary
 
     report = MarketReport("US", "csv", "2025-01-27..2025-02-07", failures=[{"symbol": "NVDA", "reason": "line 1: [bold]root[/bold] :x: [red]"}],
                           notes=["feed ':thumbs_up:' [link=https://x]y[/link]"])

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aimoves import pipeline
+from aimoves.planning import plan_backfill
+from aimoves.quarantine import quarantine_for_write, write_quarantine
+from aimoves.run import prices_for_write, write_prices
 from aimoves.errors import AimovesError
 from aimoves.normalize import normalize_prices
 from aimoves.ops import quarantined_prices, release_prices, status
@@ -22,12 +24,12 @@ NOW = datetime(2025, 3, 3, 23, 0, tzinfo=UTC)
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    plan = pipeline.plan_backfill(UNIVERSE, "US", date(2025, 2, 3), date(2025, 2, 28))
+    plan = plan_backfill(UNIVERSE, "US", date(2025, 2, 3), date(2025, 2, 28))
     batch = SimulatedSource({}, inject_defects=True).fetch_prices(plan.request)
     normalized = normalize_prices(batch, "US")
     checked = validate_prices(normalized.prices, "US", list(plan.request.symbols), NOW.date())
-    pipeline.write_quarantine(pipeline.quarantine_for_write(checked, normalized, batch, plan, "run1", NOW), tmp_path)
-    pipeline.write_prices(pipeline.prices_for_write(checked, plan, NOW), tmp_path)
+    write_quarantine(quarantine_for_write(checked, normalized, batch, plan, "run1", NOW), tmp_path)
+    write_prices(prices_for_write(checked, plan, NOW), tmp_path)
     return tmp_path
 
 

@@ -152,7 +152,7 @@ def test_run_checks_before_the_engine(tmp_path: Path) -> None:
 
 def test_failed_symbols_table_is_bounded() -> None:
     """Issue 10 item 3: the UI's table of failed symbols stays small; the run record keeps them all."""
-    from aimoves.pipeline import MarketReport, RunSummary
+    from aimoves.runs import MarketReport, RunSummary
     from aimoves.publish import failed_symbols_table
 
     summary = RunSummary("20250101T000000Z-1", "backfill", "data", "2025-01-01T00:00:00+00:00")

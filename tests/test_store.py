@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,8 +92,8 @@ def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
 
     lock = tmp_path / "_locks" / "prices.lock"
     code = (
-        "import sys, os\nfrom pathlib import Path\nfrom aimoves.store import dataset_lock\n"
-        f"with dataset_lock(Path({str(tmp_path)!r}), 'prices'):\n    print('held', flush=True)\n    os.kill(os.getpid(), 9)\n"
+        "import sys, os\nfrom aimoves.catalog import Catalog\n"
+        f"with Catalog({str(tmp_path)!r}).lock('prices'):\n    print('held', flush=True)\n    os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "held" in proc.stdout and proc.returncode == -9
@@ -103,7 +102,7 @@ def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
 
 
 def test_restated_bars_are_recorded_with_old_and_new_values(tmp_path: Path) -> None:
-    from aimoves.pipeline import restatements, write_restatements
+    from aimoves.restatements import restatements, write_restatements
 
     upsert(_prices(["NVDA"], ["2025-01-02", "2025-01-03"]), PRICES, tmp_path)
     again = _prices(["NVDA"], ["2025-01-02", "2025-01-03"])
@@ -114,7 +113,7 @@ def test_restated_bars_are_recorded_with_old_and_new_values(tmp_path: Path) -> N
     row = frame.iloc[0]
     assert (row["symbol"], str(row["date"].date()), row["adj_close_old"], row["adj_close_new"]) == ("NVDA", "2025-01-03", 10.0, 9.5)
     path = write_restatements(frame, tmp_path, "run1", "US")
-    assert path is not None and path.parent == tmp_path / "_restatements" / "prices"
+    assert path is not None and Path(path).parent == tmp_path / "_restatements" / "prices"
     assert restatements(upsert(again, PRICES, tmp_path), again).empty  # the same data again restates nothing
 
 
@@ -151,3 +150,66 @@ def test_bars_after_today_are_left_for_validation_not_dropped_as_live() -> None:
     result = normalize_prices(batch, "US", settled_through=date(2025, 1, 27), today=date(2025, 1, 28))
     assert result.unsettled_dropped == 1
     assert list(result.prices["date"].astype(str)) == ["2025-01-27", "2031-01-06"]
+
+
+# -- the Catalog: files that are not ours, and data dirs written before it -----------------------
+OLDDATA = Path(__file__).parent / "olddata" / "data"
+
+
+def test_stray_files_in_a_dataset_folder_are_never_read_and_status_lists_them(tmp_path: Path) -> None:
+    from aimoves.api import load_prices
+    from aimoves.ops import status
+
+    upsert(_prices(["NVDA", "AMD"], ["2025-01-02", "2025-01-03"]), PRICES, tmp_path)
+    part = tmp_path / "prices" / "market=US" / "year=2025"
+    strays = [tmp_path / "prices" / "README.txt", part / "copy of part-0.parquet", tmp_path / "prices" / "market=US" / "part-0.parquet",
+              tmp_path / "prices" / "market=US" / "year=2025 (1)" / "part-0.parquet"]
+    strays[0].write_text("what this folder holds\n")
+    strays[-1].parent.mkdir()
+    for copy in strays[1:]:
+        copy.write_bytes((part / "part-0.parquet").read_bytes())  # the same keys again: a duplicate if it were read
+    assert len(load_prices(data_dir=tmp_path)) == 4
+    assert len(store.read_frame(PRICES, tmp_path)) == 4
+    written = upsert(_prices(["NVDA"], ["2025-01-06"]), PRICES, tmp_path)  # writes on, past the strays
+    assert written.partitions_written == ["market=US/year=2025"] and len(load_prices(data_dir=tmp_path)) == 5
+    assert status(tmp_path, datetime(2025, 1, 7, tzinfo=UTC)).strays == sorted(str(p) for p in strays)
+
+
+def test_a_data_dir_written_before_the_catalog_reads_appends_and_derives(tmp_path: Path) -> None:
+    """tests/olddata/data was written by main before this change (see make_olddata.py beside it)."""
+    import shutil
+    from datetime import date
+
+    from aimoves.api import load_prices, load_sector_moves, load_stock_moves
+    from aimoves.catalog import Catalog
+    from aimoves.news.store import load_news
+    from aimoves.ops import status
+    from aimoves.planning import plan_backfill
+    from aimoves.run import run_prices
+    from aimoves.schema import ALL_DATASETS
+    from aimoves.sources.factory import SourceSettings
+    from aimoves.universe import parse_universe
+
+    script = (OLDDATA.parent / "make_olddata.py").read_text()  # its universe (the script imports the old code: not imported here)
+    universe = parse_universe(script.split('UNIVERSE = """')[1].split('"""')[0], "olddata")
+    data = shutil.copytree(OLDDATA, tmp_path / "data")
+    catalog = Catalog(data)
+    assert catalog.strays(list(ALL_DATASETS)) == []
+    before = {s.name: pd.read_parquet(data / s.name) for s in ALL_DATASETS if (data / s.name).is_dir()}
+    # reads: every dataset by the one reader, as pyarrow reads the files directly
+    assert len(load_prices(data_dir=data)) == len(before["prices"]) > 0
+    assert len(load_stock_moves(data_dir=data)) == len(before["stock_moves"]) > 0
+    assert len(load_sector_moves(data_dir=data)) == len(before["sector_moves"]) > 0
+    assert len(load_news(data)) == len(before["news"]) > 0
+    assert status(data, datetime(2025, 1, 18, tzinfo=UTC)).last_run["flow"] == "backfill"
+    # appends and derives: a later backfill whose warm-up overlaps the stored sessions
+    plans = [plan_backfill(universe, m, date(2025, 1, 20), date(2025, 1, 24)) for m in ("US", "HK")]
+    run_prices("backfill", plans, SourceSettings("simulated", inject_defects=True, news="simulated"), universe, data)
+    after = load_prices(data_dir=data)
+    assert not after.duplicated(["symbol", "date"]).any()
+    keys = [pd.MultiIndex.from_arrays([f["symbol"], pd.to_datetime(f["date"])]) for f in (before["prices"], after)]
+    assert keys[0].isin(keys[1]).all()
+    assert pd.to_datetime(after["date"]).max() == pd.Timestamp("2025-01-24")
+    moves = load_stock_moves("2025-01-20", "2025-01-24", data_dir=data)
+    assert set(moves["market"]) == {"US", "HK"} and not moves.duplicated(["symbol", "date"]).any()
+    assert load_sector_moves("2025-01-24", "2025-01-24", regions=["ALL"], data_dir=data)["n_members"].sum() > 0

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from aimoves.catalog import Catalog, as_catalog
 from aimoves.news.base import NewsBatch
 from aimoves.raw import RawRecord, _write_bytes, library_versions, list_manifests, publish_fetch
 
@@ -30,12 +31,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_news_raw(batch: NewsBatch, data_dir: Path) -> RawRecord:
+def write_news_raw(batch: NewsBatch, data_dir: Catalog | Path | str) -> RawRecord:
     """Store one news fetch append-only; returns where it went."""
+    catalog = as_catalog(data_dir)
     fetched_at = batch.fetched_at if batch.fetched_at.tzinfo else batch.fetched_at.replace(tzinfo=UTC)
     fetch_id = f"{fetched_at:%Y%m%dT%H%M%S%f}Z-news-{uuid.uuid4().hex[:8]}"
-    staging = data_dir / "_staging" / f"raw-{fetch_id}"
-    staging.mkdir(parents=True, exist_ok=False)
+    staging = Path(catalog.new_staging_folder(f"raw-{fetch_id}"))
     index = []
     for payload in batch.payloads:
         _write_bytes(staging / payload.name, payload.data)
@@ -52,10 +53,10 @@ def write_news_raw(batch: NewsBatch, data_dir: Path) -> RawRecord:
         "notes": batch.notes,
         "versions": _versions(),
     }
-    return publish_fetch(staging, manifest, data_dir)
+    return publish_fetch(staging, manifest, catalog)
 
 
-def news_manifests(data_dir: Path) -> list[dict]:
+def news_manifests(data_dir: Catalog | Path | str) -> list[dict]:
     """Every complete news fetch, oldest first (each manifest with its folder as `_path`)."""
     return list_manifests(data_dir, DATASET)
 

@@ -111,7 +111,7 @@ class ReplayNewsSource:
         notes: list[str] = []
         manifests = news_manifests(self.data_dir)
         if not manifests:
-            notes.append(f"{self.data_dir / 'raw' / 'news'} holds no news fetch")
+            notes.append(f"raw/news in {self.data_dir} holds no news fetch")
         for manifest in manifests:
             fetched_at = fetched_at_of(manifest)
             folder = Path(manifest["_path"])
@@ -156,9 +156,12 @@ def make_news_source(name: str, universe: Universe, data_dir: Path, seed: int | 
             raise AimovesError("--news-source rss: the universe lists no feeds; add `feeds: [URL or path, ...]` to the universe file")
         return RssNewsSource(tuple(universe.feeds))
     if name == "replay":
-        if not (Path(data_dir) / "raw" / "news").is_dir():
-            raise AimovesError(f"--news-source replay: {Path(data_dir) / 'raw' / 'news'} does not exist; no news was fetched into this data dir yet")
-        return ReplayNewsSource(Path(data_dir))
+        from aimoves.catalog import as_catalog
+
+        catalog = as_catalog(data_dir)
+        if not catalog.fs.isdir(catalog.raw_dir("news")):
+            raise AimovesError(f"--news-source replay: {catalog.raw_dir('news')} does not exist; no news was fetched into this data dir yet")
+        return ReplayNewsSource(catalog)
     if name == "yahoo":
         from aimoves.sources.yahoo import YahooNewsSource
 

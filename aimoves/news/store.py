@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from aimoves.catalog import Catalog, as_catalog
 from aimoves.news.normalize import CHECK_COLUMNS, NEWS_COLUMNS, empty_news
 from aimoves.news.sentiment import score_texts
 from aimoves.schema import NEWS, QUARANTINE_NEWS, DatasetSpec
@@ -281,7 +282,7 @@ def _utc_bound(value: object, end: bool = False) -> pd.Timestamp | None:
     return ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
 
 
-def load_news(data_dir: Path | str, start: object = None, end: object = None, spec: DatasetSpec = NEWS) -> pd.DataFrame:
+def load_news(data_dir: Catalog | Path | str, start: object = None, end: object = None, spec: DatasetSpec = NEWS) -> pd.DataFrame:
     """Stored news with `start <= published_at < end` (UTC).
 
     A `date` bound means the whole UTC day (`end` inclusive: up to the next midnight); a datetime
@@ -289,12 +290,11 @@ def load_news(data_dir: Path | str, start: object = None, end: object = None, sp
     `published_at` and `first_seen_at` come back as tz-aware UTC; symbols, sectors, dq_flags as
     lists. Empty frame with the news columns when nothing is stored.
     """
-    root = Path(data_dir) / spec.name
+    catalog = as_catalog(data_dir)
     lo, hi = _utc_bound(start), _utc_bound(end, end=True)
     columns = [f.name for f in spec.schema]
-    if not root.is_dir():
+    if not catalog.dataset_files(spec):
         return empty_news() if spec is NEWS else pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
-    dataset = ds.dataset(root, format="parquet", partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive"))
     expr = None
     if lo is not None or hi is not None:
         first = (lo or pd.Timestamp("1970-01-01", tz=UTC))
@@ -309,7 +309,7 @@ def load_news(data_dir: Path | str, start: object = None, end: object = None, sp
             expr &= ds.field("published_at") >= pa.scalar(lo.to_pydatetime(), pa.timestamp("us", tz="UTC"))
         if hi is not None:
             expr &= ds.field("published_at") < pa.scalar(hi.to_pydatetime(), pa.timestamp("us", tz="UTC"))
-    table = dataset.to_table(filter=expr)
+    table = catalog.read_table(spec, expr)
     frame = table.to_pandas()
     for column in ("symbols", "sectors", "dq_flags"):
         if column in frame:
@@ -339,14 +339,14 @@ def quarantine_rows(rows: pd.DataFrame, run_id: str, now: datetime) -> pd.DataFr
     return out[[f.name for f in QUARANTINE_NEWS_ROWS.schema]]
 
 
-def write_news(frame: pd.DataFrame, data_dir: Path | str, now: datetime, run_id: str | None = None) -> dict:
+def write_news(frame: pd.DataFrame, data_dir: Catalog | Path | str, now: datetime, run_id: str | None = None) -> dict:
     """Deduplicate, validate, merge with what is stored, and upsert. Returns a summary dict:
 
     `items_in`, `duplicates_in_batch`, `passed`, `flagged`, `quarantined`, `new`, `updated`
     (stored stories that gained symbols or text), `rows_written`, `partitions_written`,
     `failed_expectations` ({name: rows}), `quarantine_reasons` (up to 20 strings), `batch_error`.
     """
-    data_dir = Path(data_dir)
+    data_dir = as_catalog(data_dir)
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     run_id = run_id or f"news-{now:%Y%m%dT%H%M%S}Z"
     summary: dict = {

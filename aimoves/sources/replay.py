@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from aimoves.catalog import Catalog, as_catalog
 from aimoves.errors import InputFileError
 from aimoves.raw import list_manifests
 from aimoves.sources.base import PriceBatch, PriceRequest, empty_bars, missing_symbols
@@ -31,28 +32,28 @@ def _overlaps(manifest: dict, request: PriceRequest) -> bool:
 
 @dataclass(frozen=True)
 class ReplaySource:
-    data_dir: Path
+    data_dir: Catalog | Path
     name: str = "replay"
     dataset: str = "prices"  # or "fx"
 
     def fetch_prices(self, request: PriceRequest) -> PriceBatch:
         wanted = set(request.symbols)
         frames, rejected, failures, notes = [], [], [], []
-        manifests = [m for m in list_manifests(self.data_dir, "fx" if request.market == "FX" else self.dataset) if _overlaps(m, request)]
+        catalog = as_catalog(self.data_dir)
+        manifests = [m for m in list_manifests(catalog, "fx" if request.market == "FX" else self.dataset) if _overlaps(m, request)]
         for order, manifest in enumerate(manifests):
-            folder = Path(manifest["_path"])
             for payload in manifest["payloads"]:
-                path = folder / payload["name"]
+                path = catalog.raw_payload(manifest, payload["name"])
                 try:
                     if payload["kind"] == "csv":
                         symbol = payload["name"].removesuffix(".csv")
                         if symbol not in wanted:
                             continue
-                        bars, bad = read_price_csv(path.read_bytes(), str(path), symbol)
+                        bars, bad = read_price_csv(catalog.read_bytes(path), path, symbol)
                         if len(bad):
                             rejected.append(bad)
                     else:
-                        bars = pq.read_table(path).to_pandas()
+                        bars = pq.read_table(path, filesystem=catalog.fs).to_pandas()
                 except (InputFileError, OSError, ValueError) as exc:
                     notes.append(f"unreadable raw payload {path}: {exc}")
                     continue
