@@ -3,8 +3,8 @@
 Validation runs in an ephemeral GX context (fast, nothing on disk) and returns its GX results as
 values (`validate.SuiteRun`). After a run, the flow hands them here: they go into a file
 context's validation results store under the run's `RunIdentifier`, and GX's site builder
-(`build_data_docs`) renders just those pages and the index. Skipped when AIMOVES_DATA_DOCS=0
-(the benchmark does).
+(`build_data_docs`) renders just those pages and the index: one build per run, for every suite.
+Skipped when AIMOVES_DATA_DOCS=0 (the benchmark leaves them on: a real run pays for them).
 """
 
 from __future__ import annotations

@@ -216,11 +216,11 @@ def record_run(run: Run) -> RunSummary:
 
 
 def suite_runs_of(run: Run) -> list:
-    """Every GX result of the run, returned as values by its stages: prices, FX, news, moves."""
+    """Every GX result of the run, returned as values by its stages: prices, FX, news, moves, divergence."""
     out = list(run.suite_runs)
     for part in (run.summary.fx, run.summary.news):
         out += (part or {}).get("suite_runs", [])
-    for report in (run.summary.stock_moves, run.summary.sector_moves):
+    for report in (run.summary.stock_moves, run.summary.sector_moves, run.summary.divergence):
         out += getattr(report, "suite_runs", [])
     return out
 

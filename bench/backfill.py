@@ -21,7 +21,8 @@ What it measures
 4. Floor: the same work as a bare pandas+pyarrow script (bench/floor_backfill.py), one fresh
    child process and data dir per repeat: the same `SimulatedSource` requests (warm-up included),
    raw Parquet + manifest, normalization, every expectation of the prices / fx / stock_moves /
-   sector_moves suites as vectorized masks, the good/quarantine split with dq_flags and reasons,
+   sector_moves / divergence suites as vectorized masks (the divergence itself computed by the same
+   pandas function as the pipeline's, aimoves.divergence.compute_divergence, on the moves in memory), the good/quarantine split with dq_flags and reasons,
    the same derived datasets, one zstd file per partition with the same file schemas, row groups
    and fsync. After the repeats the benchmark checks with DuckDB that the floor's last repeat
    wrote exactly the rows the pipeline's last repeat wrote, in every dataset (stamp columns
@@ -178,6 +179,7 @@ def _summary_counts(summary) -> dict:
         "bars": sum(m.bars_fetched for m in summary.markets),
         "stock_moves": passed(getattr(summary, "stock_moves", None)),
         "sector_moves": passed(getattr(summary, "sector_moves", None)),
+        "divergence": passed(getattr(summary, "divergence", None)),
     }
 
 
@@ -191,6 +193,7 @@ PIPELINE_TASKS = {
     ("aimoves.tasks.derive", "fx"): "fx",
     ("aimoves.tasks.derive", "stock_moves"): "stock_moves",
     ("aimoves.tasks.derive", "sector_moves"): "sector_moves",
+    ("aimoves.tasks.derive", "divergence"): "divergence",
 }
 
 
@@ -642,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  rows (pipeline / floor): {pipe[-1]['bars']:,} / {floor[-1]['bars']:,} bars fetched (warm-up included); prices written "
             f"{pipe[-1]['rows']:,} / {floor[-1]['rows']:,} ({pipe[-1]['flagged']:,} / {floor[-1]['flagged']:,} flagged), quarantined "
             f"{pipe[-1]['quarantined']:,} / {floor[-1]['quarantined']:,}; stock moves {pipe[-1]['stock_moves']:,} / {floor[-1].get('stock_moves', 0):,}; "
-            f"sector moves {pipe[-1]['sector_moves']:,} / {floor[-1].get('sector_moves', 0):,}",
+            f"sector moves {pipe[-1]['sector_moves']:,} / {floor[-1].get('sector_moves', 0):,}; "
+            f"divergence {pipe[-1].get('divergence', 0):,} / {floor[-1].get('divergence', 0):,}",
             f"  floor output identical to pipeline output, every dataset, stamps aside: {'yes' if identical else 'NO'}",
             *[f"    {line}" for line in identical_lines],
             "",
@@ -651,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_labels = [("fetch", "prices: fetch (simulated source)"), ("raw", "prices: raw log"), ("normalize", "prices: normalize"),
                         ("validate", "prices: validate / checks + split"), ("write", "prices: write prices + quarantine"),
                         ("fx", "fx: fetch, raw, checks, write"), ("stock_moves", "stock moves: read, compute, checks, write"),
-                        ("sector_moves", "sector moves: read, aggregate, checks, write")]
+                        ("sector_moves", "sector moves: read, aggregate, checks, write"),
+                        ("divergence", "divergence: read, compute, checks, write")]
         p_sum = f_sum = 0.0
         for key, label in stage_labels:
             pv = med([r["stages"].get(key, 0.0) for r in pipe])

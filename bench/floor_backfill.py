@@ -41,8 +41,10 @@ from aimoves.expectations import default_parameters, suite_definition
 from aimoves.markets import MARKET_INFO, MARKETS, normalize_symbol
 from aimoves.planning import next_session, plan_backfill
 from aimoves.schema import (
+    DIVERGENCE,
     FX,
     PRICES,
+    QUARANTINE_DIVERGENCE,
     QUARANTINE_FX,
     QUARANTINE_PRICES,
     QUARANTINE_SECTOR_MOVES,
@@ -736,6 +738,49 @@ def sector_moves_stage(moves: dict, universe, regions: list[str], lo: date, hi: 
 
 
 # ------------------------------------------------------------------------------------------
+# divergence (US against HK+CN, per sector)
+
+
+def divergence_stage(moves: dict, universe, start: date, end: date, blocked: set[tuple[str, date]], data_dir: Path, now: datetime,
+                     run_id: str) -> dict:
+    """The pipeline's divergence computation (aimoves.divergence: plain pandas, no GX, no I/O) on the stock
+    moves in memory; the suite as vectorized masks; the floor's own writer. NOTE: the compute is shared,
+    not re-implemented, so this stage's floor time includes the same pandas work as the pipeline's."""
+    from aimoves.divergence import compute_divergence, suite_frame
+
+    names = np.asarray(moves["names"], dtype=object)
+    company_of = {s.symbol: s.company_key for s in universe.stocks}
+    symbols = names[moves["gcode"]]
+    frame = pd.DataFrame({
+        "date": moves["day"].astype("datetime64[D]").astype("datetime64[ns]"),
+        "symbol": symbols,
+        "market": np.array(MARKETS, dtype=object)[moves["market"]],
+        "ret": moves["ret"], "ret_usd": moves["ret_usd"], "mcap_usd_prev": moves["mcap"],
+        "company": np.array([company_of.get(n, n) for n in names], dtype=object)[moves["gcode"]],
+        "is_benchmark": moves["is_benchmark"],
+    })
+    rows = suite_frame(compute_divergence(frame, universe, start, end, None, blocked))
+    n = len(rows)
+    checks = evaluate_suite("divergence", lambda c: rows[c].to_numpy(), n)
+    bad = np.any([m for _, sev, _, m in checks if sev == "critical"], axis=0) if n else np.zeros(0, bool)
+    warn = {label: m for label, sev, _, m in checks if sev != "critical"}
+    good = rows[~bad].reset_index(drop=True)
+    if warn:  # as the pipeline's split: only rows with a warning get their flags re-sorted
+        sel = np.flatnonzero(~bad)
+        good["dq_flags"] = [sorted(set(a) | set(extra)) if extra else a
+                            for a, extra in zip(good["dq_flags"], ([label for label in sorted(warn) if warn[label][i]] for i in sel))]
+    good = good.sort_values(["date", "sector"], kind="stable").reset_index(drop=True)
+    write_partitioned(table_from_frame(good, DIVERGENCE.file_schema), {"year": good["year"].to_numpy()}, "divergence", data_dir)
+    q = np.flatnonzero(bad)
+    if len(q):
+        exps, texts = reasons(checks, q, lambda i: {**rows.iloc[i].to_dict(), "date": rows["date"].iloc[i].date()})
+        qf = rows.iloc[q].assign(expectation=exps, reason=texts, quarantined_at=pd.Timestamp(now), run_id=run_id)
+        qf = qf.sort_values(["date", "sector"], kind="stable")
+        write_partitioned(table_from_frame(qf, QUARANTINE_DIVERGENCE.file_schema), {"year": qf["year"].to_numpy()}, "quarantine/divergence", data_dir)
+    return {"rows": len(good), "quarantined": len(q)}
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def load_universe(path: str) -> Universe:
@@ -771,5 +816,8 @@ def floor_backfill(universe_path: str, start: date, end: date, markets: list[str
             blocked = {(r["plan"].market, d) for r in results for d in r["blocked"]}
             regions = [m for m in MARKETS if any(w[0] == m for w in windows)] + ["ALL"]
             sec = sector_moves_stage(sm["passed"], universe, regions, lo, hi, blocked, data_dir, now, run_id)
-        totals.update(stock_moves=sm["rows"], sector_moves=sec["rows"])
+        with stage("divergence"):
+            start_all = min(r["plan"].write_start for r in results)
+            div = divergence_stage(sm["passed"], universe, start_all, fx_end, blocked, data_dir, now, run_id)
+        totals.update(stock_moves=sm["rows"], sector_moves=sec["rows"], divergence=div["rows"])
     return {**totals, "stages": dict(stage.seconds)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,8 +159,10 @@ def test_data_docs_are_built_for_run_ids_gx_cannot_parse(tmp_path, run_id: str) 
     started = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
     broken = CASES["high_ge_low"](good_frame())
     runs = validate_prices(broken, "US", ["AMD", "NVDA"], TODAY).suite_runs
-    index = datadocs.build(tmp_path, run_id, started, runs)
-    assert index is not None and index.is_file()
+    built = datadocs.build(tmp_path, run_id, started, runs)
+    assert built is not None
+    index = Path(built)
+    assert index.is_file()
     pages = list((index.parent / "validations" / "prices").rglob("*.html"))
     assert len(pages) == 1
     assert run_id in pages[0].parts and "20260101T093000.000000Z" in pages[0].parts  # the run's real time, not parsed from its name
@@ -168,12 +171,14 @@ def test_data_docs_are_built_for_run_ids_gx_cannot_parse(tmp_path, run_id: str) 
 
 def test_the_run_gathers_every_stages_gx_results_from_their_return_values() -> None:
     from aimoves.derive import DeriveReport
-    from aimoves.flows.prices import run_suite_runs
+    from aimoves.run import Run, suite_runs_of
     from aimoves.runs import RunSummary
 
     prices = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY).suite_runs
-    fx, stock, sector, news = (object() for _ in range(4))
+    fx, stock, sector, news, divergence = (object() for _ in range(5))
     summary = RunSummary("20260101T093000Z-5885", "backfill", "d", "2026-01-01T09:30:00+00:00")
     summary.fx, summary.news = {"suite_runs": [fx]}, {"suite_runs": [news]}
     summary.stock_moves, summary.sector_moves = DeriveReport("stock_moves", "w", suite_runs=[stock]), DeriveReport("sector_moves", "w", suite_runs=[sector])
-    assert run_suite_runs(summary, prices) == [*prices, fx, news, stock, sector]
+    summary.divergence = DeriveReport("divergence", "w", suite_runs=[divergence])
+    run = Run(None, None, None, None, summary, None, suite_runs=list(prices))  # type: ignore[arg-type]  # only the results matter here
+    assert suite_runs_of(run) == [*prices, fx, news, stock, sector, divergence]
