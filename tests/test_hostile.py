@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -47,14 +48,23 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
+# The child records its own peak RSS at exit: RUSAGE_CHILDREN would be the maximum over every child
+# this pytest process ever waited for (crash trials, CLI runs), not this one's.
+_OWN_PEAK = (
+    "import atexit as _a, os as _o, resource as _r\n"
+    "_a.register(lambda: open(_o.environ['AIMOVES_TEST_PEAK_RSS'], 'w').write(str(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss)))\n"
+)
+
+
 def _run_limited(code: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run `code` in a child under the memory limit: (process, wall seconds, child max RSS in MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, preexec_fn=_limited, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
-    elapsed = time.perf_counter() - started
-    rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    """Run `code` in a child under the memory limit: (process, wall seconds, the child's own max RSS in MB)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _OWN_PEAK + code, *args], capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=_limited, cwd=ROOT, env={**os.environ, **(env or {}), "AIMOVES_TEST_PEAK_RSS": str(peak_file)})
+        elapsed = time.perf_counter() - started
+        rss = int(peak_file.read_text()) / 1024 if peak_file.exists() else float("inf")  # no record: the child died before exit
     return proc, elapsed, rss
 
 
