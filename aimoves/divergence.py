@@ -12,7 +12,6 @@ carried forward and never 0%.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import date
 
 import numpy as np
@@ -21,6 +20,7 @@ import pandas as pd
 from aimoves.calendars import sessions
 from aimoves.derive import DeriveReport, _aggregate, _membership
 from aimoves.markets import MARKETS
+from aimoves.settings import positive_setting
 from aimoves.universe import SECTORS, Universe
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,7 @@ def divergence_threshold(value: float | None = None) -> float:
     """The |z| threshold: `value`, else $AIMOVES_DIVERGENCE_Z, else DIVERGENCE_Z."""
     if value is not None:
         return float(value)
-    text = os.environ.get(THRESHOLD_ENV)
-    if not text:
-        return DIVERGENCE_Z
-    try:
-        z = float(text)
-    except ValueError:
-        raise ValueError(f"{THRESHOLD_ENV}={text!r}: not a number (the |z| threshold, e.g. 3)") from None
-    if not z > 0:
-        raise ValueError(f"{THRESHOLD_ENV}={text!r}: the |z| threshold must be above 0")
-    return z
+    return positive_setting(THRESHOLD_ENV, DIVERGENCE_Z)
 
 
 def _side_returns(listed: pd.DataFrame, sector: str | None) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from aimoves.errors import AimovesError
+from aimoves.settings import positive_setting
 
 FEED_MAX_BYTES = 20_000_000
 FEED_DEADLINE_SECONDS = 60.0
@@ -38,22 +39,9 @@ class FetchLimits:
     def for_feeds(cls) -> FetchLimits:
         """The feed limits: the environment's settings, else the defaults."""
         return cls(
-            int(_setting("AIMOVES_FEED_MAX_BYTES", FEED_MAX_BYTES)),
-            float(_setting("AIMOVES_FEED_DEADLINE_SECONDS", FEED_DEADLINE_SECONDS)),
+            int(positive_setting("AIMOVES_FEED_MAX_BYTES", FEED_MAX_BYTES)),
+            positive_setting("AIMOVES_FEED_DEADLINE_SECONDS", FEED_DEADLINE_SECONDS),
         )
-
-
-def _setting(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise AimovesError(f"{name}={value!r} is not a number") from None
-    if number <= 0:
-        raise AimovesError(f"{name}={value!r} must be positive")
-    return number
 
 
 def excerpt(data: bytes | str, limit: int = 40) -> str:

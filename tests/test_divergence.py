@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from aimoves.errors import AimovesError
 from conftest import REALDATA_UNIVERSE, SMALL_UNIVERSE
 
 
@@ -143,7 +144,7 @@ def test_the_threshold_is_a_setting(shocked, monkeypatch: pytest.MonkeyPatch) ->
     assert divergence_threshold() == 50
     assert not compute_divergence(moves, universe, date(2025, 1, 27), date(2025, 1, 27))["divergent"].any()
     monkeypatch.setenv("AIMOVES_DIVERGENCE_Z", "three")
-    with pytest.raises(ValueError, match="AIMOVES_DIVERGENCE_Z='three': not a number"):
+    with pytest.raises(AimovesError, match="AIMOVES_DIVERGENCE_Z='three': not a number"):
         divergence_threshold()
 
 

@@ -257,7 +257,7 @@ def test_feed_limits_are_settings_with_defaults(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AIMOVES_FEED_DEADLINE_SECONDS", "2.5")
     assert RssNewsSource(("x.xml",)).limits == FetchLimits(1000, 2.5)
     monkeypatch.setenv("AIMOVES_FEED_DEADLINE_SECONDS", "soon")
-    with pytest.raises(AimovesError, match="AIMOVES_FEED_DEADLINE_SECONDS='soon' is not a number"):
+    with pytest.raises(AimovesError, match="AIMOVES_FEED_DEADLINE_SECONDS='soon': not a number"):
         FetchLimits.for_feeds()
 
 

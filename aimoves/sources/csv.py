@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from aimoves.errors import InputFileError
+from aimoves.settings import positive_setting
 from aimoves.sources.base import (
     FetchFailure,
     PriceBatch,
@@ -82,12 +83,7 @@ def excerpt(text: str, limit: int = EXCERPT) -> str:
 
 def max_bytes_setting() -> int:
     """The CSV size limit in bytes: `AIMOVES_CSV_MAX_MB` (default 200)."""
-    raw = os.environ.get(MAX_MB_ENV, "")
-    try:
-        mb = float(raw) if raw.strip() else DEFAULT_MAX_MB
-    except ValueError:
-        raise InputFileError(f"{MAX_MB_ENV}={excerpt(raw)} is not a number of megabytes") from None
-    return int(mb * 1024 * 1024)
+    return int(positive_setting(MAX_MB_ENV, DEFAULT_MAX_MB) * 1024 * 1024)
 
 
 def read_csv_bytes(path: Path, folder: Path, max_bytes: int) -> bytes:
