@@ -137,7 +137,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
                       f"{news.get('duplicates_in_batch', 0):,} duplicates merged, {news.get('quarantined', 0)} quarantined", highlight=False)
             for f in news.get("failures", []):
                 out.print(escape(f"news failed for {f['symbol']}: {f['reason']}"), highlight=False)
-    for report in (summary.stock_moves, summary.sector_moves):
+    for report in (summary.stock_moves, summary.sector_moves, summary.divergence):
         if report and report.window:
             out.print(f"{report.dataset} {report.window}: {report.passed:,} rows ({report.flagged:,} flagged), {report.quarantined} quarantined", highlight=False)
     if summary.sector_moves and summary.sector_moves.blocked:
@@ -153,6 +153,7 @@ def _print_summary(summary, strict: bool, elapsed: float) -> int:  # noqa: ANN00
             ("news", "news", (summary.news or {}).get("passed", 0)),
             ("stock moves", "stock_moves", getattr(summary.stock_moves, "passed", 0)),
             ("sector moves", "sector_moves", getattr(summary.sector_moves, "passed", 0)),
+            ("divergence", "divergence", getattr(summary.divergence, "passed", 0)),
         )
         if count
     ]
