@@ -9,45 +9,37 @@ from typing import Any
 import jinja2
 
 
-def pct(value: object, digits: int = 2) -> str:
-    """+1.23% / −4.50% (a real minus sign); n/a for a missing value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
+def _number(value: object) -> float | None:
+    """`value` as a float; None when it is missing, NaN or not a number."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(number):
-        return "n/a"
-    text = f"{number * 100:+.{digits}f}%"
-    return text.replace("-", "−")
+        return None
+    return None if math.isnan(number) else number
+
+
+def pct(value: object, digits: int = 2) -> str:
+    """+1.23% / −4.50% (a real minus sign); n/a for a missing value."""
+    number = _number(value)
+    return "n/a" if number is None else f"{number * 100:+.{digits}f}%".replace("-", "−")
 
 
 def signed(value: object, digits: int = 1) -> str:
     """+3.2 / −0.4; n/a for a missing value."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if math.isnan(number) else f"{number:+.{digits}f}".replace("-", "−")
+    number = _number(value)
+    return "n/a" if number is None else f"{number:+.{digits}f}".replace("-", "−")
 
 
 def thousands(value: object) -> str:
     """12,345; n/a for a missing value."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if math.isnan(number) else f"{round(number):,}"
+    number = _number(value)
+    return "n/a" if number is None else f"{round(number):,}"
 
 
 def tone(value: object) -> str:
     """CSS class of a signed number: up, down, flat or na."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "na"
-    if math.isnan(number):
+    number = _number(value)
+    if number is None:
         return "na"
     return "up" if number > 0 else "down" if number < 0 else "flat"
 
