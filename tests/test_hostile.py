@@ -48,11 +48,14 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-# The child records its own peak RSS at exit: RUSAGE_CHILDREN would be the maximum over every child
-# this pytest process ever waited for (crash trials, CLI runs), not this one's.
+# The child records its own peak RSS at exit, as VmHWM (the high-water mark of its own address space,
+# in kB). Neither getrusage figure will do: RUSAGE_CHILDREN is the maximum over every child this pytest
+# process ever waited for, and Linux carries RUSAGE_SELF's ru_maxrss across fork and exec, so a child
+# forked from a 500 MB pytest process reports 500 MB whatever it did itself.
 _OWN_PEAK = (
-    "import atexit as _a, os as _o, resource as _r\n"
-    "_a.register(lambda: open(_o.environ['AIMOVES_TEST_PEAK_RSS'], 'w').write(str(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss)))\n"
+    "import atexit as _a, os as _o, re as _re\n"
+    "_a.register(lambda: open(_o.environ['AIMOVES_TEST_PEAK_RSS'], 'w').write("
+    "_re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)))\n"
 )
 
 
