@@ -107,6 +107,7 @@ def compute_divergence(
     stocks = [s for s in universe.stocks if s.symbol not in set(universe.benchmarks.values())]
     order = {s.symbol: i for i, s in enumerate(stocks)}
     sector_of = {s.symbol: s.sector for s in stocks}
+    company_of = {s.symbol: s.company_key for s in stocks}
     members = _membership(universe, all_dates)[[s.symbol for s in stocks]]
 
     listed = moves[moves["symbol"].isin(order) & moves["ret"].notna() & moves["date"].isin(all_dates)]
@@ -132,7 +133,7 @@ def compute_divergence(
         part.index.name = "date"
         for side, markets in side_markets.items():
             symbols = [s.symbol for s in in_sector if s.market in markets]
-            companies = members[symbols].T.groupby([next(s.company_key for s in in_sector if s.symbol == c) for c in symbols]).max().T \
+            companies = members[symbols].T.groupby([company_of[c] for c in symbols]).max().T \
                 if symbols else pd.DataFrame(index=all_dates)
             part[f"n_{side}_members"] = companies.sum(axis=1).astype(int) if symbols else 0
             side_open = pd.Series(False, index=all_dates)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from aimoves import run as r
 from aimoves.catalog import Catalog
@@ -18,38 +16,38 @@ from aimoves.store import WriteResult
 from aimoves.universe import Universe
 from aimoves.validate import ValidationResult
 
-from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, transient
+from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, stage, transient
 
 
-@task(name="fetch-prices", task_run_name="fetch-prices-{request.market}", cache_policy=NO_CACHE, tags=["prices", "fetch"],
+@stage(name="fetch-prices", task_run_name="fetch-prices-{request.market}", tags=["prices", "fetch"],
       retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def fetch_prices(source: PriceSource, request: PriceRequest) -> PriceBatch:
     with gc_paused():
         return source.fetch_prices(request)
 
 
-@task(name="store-raw", task_run_name="store-raw-{batch.request.market}", cache_policy=NO_CACHE, tags=["prices", "write"],
+@stage(name="store-raw", task_run_name="store-raw-{batch.request.market}", tags=["prices", "write"],
       retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def store_raw(batch: PriceBatch, catalog: Catalog) -> RawRecord:
     with gc_paused():
         return write_raw(batch, catalog)
 
 
-@task(name="normalize-prices", task_run_name="normalize-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices"],
+@stage(name="normalize-prices", task_run_name="normalize-prices-{plan.market}", tags=["prices"],
       retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def normalize(batch: PriceBatch, plan: MarketPlan, now: datetime) -> NormalizedPrices:
     with gc_paused():
         return r.normalize_market(batch, plan, now)
 
 
-@task(name="validate-prices", task_run_name="validate-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices", "validate"],
+@stage(name="validate-prices", task_run_name="validate-prices-{plan.market}", tags=["prices", "validate"],
       retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def validate(normalized: NormalizedPrices, plan: MarketPlan, universe: Universe, now: datetime) -> ValidationResult:
     with gc_paused():
         return r.validate_market(normalized, plan, universe, now)
 
 
-@task(name="write-prices", task_run_name="write-prices-{plan.market}", cache_policy=NO_CACHE, tags=["prices", "write"],
+@stage(name="write-prices", task_run_name="write-prices-{plan.market}", tags=["prices", "write"],
       retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def write(
     validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,

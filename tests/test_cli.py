@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -116,16 +118,14 @@ def _classic_yahoo_csv(path: Path, market: str, start: str, end: str, price: flo
 
 
 @pytest.mark.flow
-@pytest.mark.skip(reason="issue 10 item 3 is open: on the merged main this 50,000-stock run reached its 300 s CPU limit on a quiet "
-                  "machine and its ephemeral server kept the pipes open until the 900 s timeout (the markets default is "
-                  "covered by test_csv_inputs' end-to-end run without --markets)")
 def test_universe_markets_and_a_huge_universe_with_few_files(tmp_path: Path) -> None:
     """Issue 9 item 1 and issue 10 item 3, one engine run: a US+HK universe of 50,000 stocks, CSV files for two.
 
     Without --markets the run covers US and HK (not CN) and exits 0; the 49,998 missing files are
     summarised (count, first five, the full list in the run record) instead of 49,998 lines; the
-    run stays within a generous CPU bound, engine and ephemeral server included (measured on a
-    loaded 2-core machine, US only: 138 s CPU before, 105 s after; see the w-cli report).
+    run stays within a CPU bound, engine and ephemeral server included. Measured on a busy 2-core
+    machine: 37 s of CPU (46 s wall), of which about 6 s parse the 50,000-entry YAML; it was over
+    300 s while Prefect walked the universe and the plans in every task's arguments (tasks/__init__.py).
     """
     import json
     import resource
@@ -144,12 +144,18 @@ def test_universe_markets_and_a_huge_universe_with_few_files(tmp_path: Path) -> 
         resource.setrlimit(resource.RLIMIT_CPU, (300, 300))
 
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "aimoves", "backfill", "--source", "csv", "--csv-dir", "csv", "--universe", "u.yaml",
          "--start", "2025-01-13", "--end", "2025-01-24", "--data-dir", "out"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900, preexec_fn=limit,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=limit, start_new_session=True,
         env={"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300", **os.environ},  # a busy CI machine starts it slowly
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:  # a run killed at its CPU limit leaves its embedded server holding the pipes: end the whole group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -158,8 +164,9 @@ def test_universe_markets_and_a_huge_universe_with_few_files(tmp_path: Path) -> 
     assert set(prices["market"]) == {"US", "HK"} and set(prices["symbol"]) == {"NVDA", "0981.HK"}
     assert " CN " not in out and "CN:" not in out  # the universe has no CN stock: CN is not run
     assert sum(line.startswith("US failed symbol ZZ") for line in result.stdout.splitlines()) == 5, result.stdout
-    assert f"US: {n - 2:,} symbols failed in all; {n - 7:,} more in out/_runs/" in out
+    summary_line = f"US: {n - 2:,} symbols failed in all; {n - 7:,} more in {tmp_path / 'out' / '_runs'}/"
+    assert "".join(summary_line.split()) in "".join(result.stdout.split())  # the console may wrap a long path
     record = json.loads(next((tmp_path / "out" / "_runs").glob("*.json")).read_text())
     us = next(m for m in record["markets"] if m["market"] == "US")
     assert len(us["failures"]) == n - 2 and us["failures"][0]["reason"].startswith("no file")
-    assert cpu < 200, f"{cpu:.0f} s of CPU"
+    assert cpu < 120, f"{cpu:.0f} s of CPU"
