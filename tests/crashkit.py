@@ -13,6 +13,7 @@ Used by tests/test_crash.py. A trial:
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import signal
@@ -92,8 +93,20 @@ def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
         pd.testing.assert_frame_equal(a[spec.name], b[spec.name], check_dtype=False, obj=spec.name)
 
 
-def kill_after(seconds: float) -> None:
-    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGKILL)).start()
+def kill_after_write(n: int, seconds: float) -> None:
+    """SIGKILL this process `seconds` after its n-th publish into the data dir began.
+
+    Counting from a write, not from the start, keeps a kill inside the writing phase when the
+    machine is slower or faster than when the moment was chosen (a timer from the start of the
+    run landed after the end in a third of the trials once the machine's load dropped)."""
+    calls = {"n": 0}
+
+    def on_write() -> None:
+        calls["n"] += 1
+        if calls["n"] == n:
+            threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGKILL)).start()
+
+    watch_writes(on_write)
 
 
 def kill_at_call(module: object, name: str, n: int, after: bool = False) -> None:
@@ -167,16 +180,22 @@ def forked_trial(work: Callable[[], None], arm: Callable[[], None], marks: Path,
     return Trial(outcome, killed and (marks / "writing").exists() and not (marks / "finished").exists())
 
 
-def time_to_first_write(work: Callable[[], None]) -> tuple[float, float]:
-    """Seconds from the start of `work` to its first write into the data dir, and to its end (in-process)."""
+def write_times(work: Callable[[], None]) -> tuple[list[float], float]:
+    """Seconds from the start of `work` to each of its writes into the data dir, and to its end (in-process)."""
     started = time.perf_counter()
-    first: list[float] = []
-    undo = watch_writes(lambda: first.append(time.perf_counter() - started))
+    times: list[float] = []
+    undo = watch_writes(lambda: times.append(time.perf_counter() - started))
     try:
         work()
     finally:
         undo()
-    return (first[0] if first else 0.0), time.perf_counter() - started
+    return times, time.perf_counter() - started
+
+
+def moment_after_write(times: list[float], moment: float) -> tuple[int, float]:
+    """A moment of a reference run as (n, seconds): that long after its n-th write began (n >= 1)."""
+    n = max(1, bisect.bisect_right(times, moment))
+    return n, max(0.0, moment - times[n - 1])
 
 
 def copy_dir(src: Path, dst: Path) -> Path:

@@ -1,6 +1,7 @@
 """Crash safety: SIGKILL a backfill at many points; nothing is lost, half-written or duplicated.
 
-62 trials in forked workers (48 at moments spread over the run's writing phase, 14 at precise
+62 trials in forked workers (48 at moments spread over the writing phase of a reference run, each held as
+"so many seconds after its n-th write", and 14 at precise
 points: just before and just after publishing a file), and 5 that kill the real `aimoves` command.
 A forked trial counts only when its kill landed while the run was writing (after its first write,
 before its end); a worker that finished first, or exited, does not count. The last test asserts
@@ -51,13 +52,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     baseline = root / "baseline"
     ck.run_backfill(baseline, UNIVERSE, *BASELINE, MARKETS)  # also warms imports (GX) before any fork
     reference = ck.copy_dir(baseline, root / "reference")
-    first_write, duration = ck.time_to_first_write(lambda: ck.run_backfill(reference, UNIVERSE, *RUN, MARKETS))
+    writes, duration = ck.write_times(lambda: ck.run_backfill(reference, UNIVERSE, *RUN, MARKETS))
     return {
         "root": root,
         "baseline": baseline,
         "before": ck.check_readable_and_unique(baseline),
         "reference": ck.read_all(reference),
-        "first_write": first_write,
+        "writes": writes,
         "duration": duration,
         "trials": {},  # test id -> landed while writing
     }
@@ -78,13 +79,17 @@ def _outcome(trial: ck.Trial) -> str:
 def test_kill_at_a_moment_during_the_run(world: dict, i: int) -> None:
     trial = ck.copy_dir(world["baseline"], world["root"] / f"timer-{i}")
     # moments spread over the writing phase of the reference run (first write to 85% of its duration)
-    span = 0.85 * world["duration"] - world["first_write"]
-    delay = world["first_write"] + span * (i + 0.5) / TIMER_TRIALS
-    result = ck.forked_trial(lambda: ck.run_backfill(trial, UNIVERSE, *RUN, MARKETS), lambda: ck.kill_after(delay), world["root"] / f"marks-timer-{i}")
+    # each held as "s seconds after the reference's n-th write began", so a faster or slower machine still kills mid-run
+    first = world["writes"][0]
+    moment = first + (0.85 * world["duration"] - first) * (i + 0.5) / TIMER_TRIALS
+    n, seconds = ck.moment_after_write(world["writes"], moment)
+    result = ck.forked_trial(lambda: ck.run_backfill(trial, UNIVERSE, *RUN, MARKETS), lambda: ck.kill_after_write(n, seconds),
+                             world["root"] / f"marks-timer-{i}")
     assert result.outcome in ("killed by signal 9", "exited 0"), result.outcome
     _verify(world, trial)
     world["trials"][f"timer-{i}"] = result.counts
-    _record("forked worker, timer", f"{delay:.2f} s of {world['duration']:.2f} s", _outcome(result), "ok")
+    _record("forked worker, timer", f"{seconds:.2f} s after write #{n} ({moment:.2f} s of the reference's {world['duration']:.2f} s)",
+            _outcome(result), "ok")
 
 
 @pytest.mark.parametrize(("name", "n", "after"), POINT_TRIALS)
