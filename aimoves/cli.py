@@ -28,7 +28,7 @@ app = typer.Typer(
 # NOTE: rich wraps at 80 columns when stdout is not a terminal (CI logs, pipes); tables need more.
 # NOTE: emoji=False and escape() on text from inputs: a ":x:" or "[bold]" in a feed, file or reason prints as written.
 out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)  # the run summary: stdout
-err = Console(stderr=True, emoji=False)  # progress and errors: stderr
+err = Console(stderr=True, emoji=False, soft_wrap=True)  # progress and errors: stderr, never wrapped inside a path
 
 SourceOpt = Annotated[str, typer.Option("--source", help="yahoo | csv | simulated | replay")]
 CsvDirOpt = Annotated[Optional[Path], typer.Option("--csv-dir", help="With --source csv: folder of <SYMBOL>.csv files.")]

@@ -30,10 +30,10 @@ import pyarrow.dataset as ds
 from aimoves.planning import plan_backfill
 from aimoves.run import run_prices
 from aimoves.sources.factory import SourceSettings
-from aimoves.schema import FX, NEWS, PRICES, QUARANTINE_PRICES, SECTOR_MOVES, STOCK_MOVES, DatasetSpec
+from aimoves.schema import ALL_DATASETS, DatasetSpec
 from aimoves.universe import Universe
 
-DATASETS: tuple[DatasetSpec, ...] = (PRICES, FX, NEWS, STOCK_MOVES, SECTOR_MOVES, QUARANTINE_PRICES)
+DATASETS: tuple[DatasetSpec, ...] = ALL_DATASETS  # every dataset and quarantine a backfill writes, divergence included
 STAMPS = {"ingested_at", "quarantined_at", "run_id", "first_seen_at"}
 
 

@@ -130,3 +130,26 @@ def test_the_digest_page_and_an_asset_materialization_with_its_lineage(stack: St
     browser.save_screenshot(str(SHOTS / "asset-lineage.png"))
     for name in ("digest.png", "asset-lineage.png"):
         assert (SHOTS / name).stat().st_size > 20_000, name
+
+
+def test_a_chunked_backfill_shows_its_chunk_runs(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    """Issue 12: the parent run of a chunked backfill and its chunk runs, as the UI lists them (README screenshot)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    run = stack.run("chunked-backfill/chunked-backfill", {"start": "2024-12-16", "end": "2025-01-10", "markets": ["US", "HK"],
+                                                          "batch_size": 4, "data_dir": str(tmp_path / "data")})
+    assert run.state.is_completed(), run.state
+    with stack.settings(), stack.client() as client:
+        chunks = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+    names = sorted(r.name for r in chunks)  # per stage, market and year (and batch of 4 symbols where a market has more)
+    for prefix in ("prices-US-2024", "prices-US-2025", "prices-HK-2024", "prices-HK-2025", "stock_moves-US-2025", "sector_moves-ALL-2025"):
+        assert any(n.startswith(prefix) for n in names), (prefix, names)
+    assert all(r.state.is_completed() for r in chunks)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get(f"{stack.ui_url}/runs/flow-run/{run.id}")
+    _wait_for_text(browser, run.name, "Completed")
+    tab = next(e for e in browser.find_elements("xpath", "//*[normalize-space(text())='Subflow Runs']") if e.is_displayed())
+    tab.click()
+    _wait_for_text(browser, names[0], "sector_moves-ALL-2025")
+    browser.save_screenshot(str(SHOTS / "chunked-backfill.png"))
+    assert (SHOTS / "chunked-backfill.png").stat().st_size > 20_000
