@@ -1,4 +1,4 @@
-"""Prefect tasks: one per stage, each a plain function with its policy (retries, timeout, tags) on top.
+"""Prefect tasks: one per stage, each a plain function with its policy (retries, timeout) on top.
 
 A task's body is one call of a plain function (run with the cyclic GC paused, see aimoves.gcpause).
 Every stage is declared with `stage(...)`, Prefect's `task` with two settings the data needs:
@@ -10,6 +10,12 @@ Every stage is declared with `stage(...)`, Prefect's `task` with two settings th
   batch with 50,000 failures cost seconds of CPU per call that way (37 s of a 10,000-stock run with
   two CSV files). `opaque` keeps what the graph needs (each argument itself is still resolved and
   linked to the task that produced it) and skips the walk inside it.
+
+No task tags: Prefect acquires a concurrency slot on the server for every tag of every task run,
+even when no tag limit exists. On a SQLite-backed server (the local and test servers) that write
+often meets the server's own writes and gets a 503, which the client retries after 2 s: 2 s per
+task, most of a daily run (36 s against 11 s without tags, bench/backfill.py's daily). Yahoo's
+rate limit is a global concurrency limit taken around the requests (aimoves.retry), not a tag.
 """
 
 from __future__ import annotations
@@ -53,5 +59,7 @@ class Stage(Task):
 
 
 def stage(**policy: Any) -> Callable[[Callable[..., Any]], Stage]:
-    """`@stage(name=..., retries=..., ...)`: Prefect's `@task` with the same keywords, NO_CACHE and opaque arguments."""
+    """`@stage(name=..., retries=..., ...)`: Prefect's `@task` with the same keywords (tags aside), NO_CACHE and opaque arguments."""
+    if policy.get("tags"):
+        raise ValueError("stages take no tags: each tag costs a concurrency-slot request per task run (see tasks/__init__.py)")
     return lambda fn: Stage(fn=fn, **{"cache_policy": NO_CACHE, **policy})

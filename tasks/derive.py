@@ -15,14 +15,14 @@ from aimoves.universe import Universe
 from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, stage, transient
 
 
-@stage(name="update-fx", task_run_name="update-fx-{start}-to-{end}", tags=["fx", "fetch"],
+@stage(name="update-fx", task_run_name="update-fx-{start}-to-{end}",
       retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def fx(source: PriceSource, universe: Universe, start: date, end: date, catalog: Catalog, run_id: str, now: datetime) -> dict:
     with gc_paused():
         return update_fx(source, universe, start, end, catalog, run_id, now)
 
 
-@stage(name="update-news", task_run_name="update-news-{name}-{start}-to-{end}", tags=["news", "fetch"],
+@stage(name="update-news", task_run_name="update-news-{name}-{start}-to-{end}",
       retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def news(
     name: str, universe: Universe, markets: list[str], start: date, end: date, catalog: Catalog, run_id: str, now: datetime,
@@ -34,13 +34,13 @@ def news(
         return update_news(name, universe, markets, start, end, catalog, run_id, now, seed, shock_date)
 
 
-@stage(name="derive-stock-moves", tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+@stage(name="derive-stock-moves", retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def stock_moves(catalog: Catalog, universe: Universe, windows: list[d.DeriveWindow], run_id: str, now: datetime) -> d.DeriveReport:
     with gc_paused():
         return d.derive_stock_moves(catalog, universe, windows, run_id, now)
 
 
-@stage(name="derive-sector-moves", tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+@stage(name="derive-sector-moves", retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def sector_moves(
     catalog: Catalog, universe: Universe, windows: list[d.DeriveWindow], blocked: set[tuple[str, date]], run_id: str, now: datetime
 ) -> d.DeriveReport:
@@ -48,7 +48,7 @@ def sector_moves(
         return d.derive_sector_moves(catalog, universe, windows, blocked, run_id, now)
 
 
-@stage(name="derive-divergence", tags=["derive"], retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+@stage(name="derive-divergence", retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def divergence(catalog: Catalog, universe: Universe, start: date, end: date, blocked: set[tuple[str, date]], run_id: str, now: datetime) -> d.DeriveReport:
     from aimoves.divergence import derive_divergence
 

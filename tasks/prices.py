@@ -19,35 +19,35 @@ from aimoves.validate import ValidationResult
 from . import FETCH_TIMEOUT_S, JITTER, NETWORK_BACKOFF, NETWORK_RETRIES, STAGE_TIMEOUT_S, stage, transient
 
 
-@stage(name="fetch-prices", task_run_name="fetch-prices-{request.market}", tags=["prices", "fetch"],
+@stage(name="fetch-prices", task_run_name="fetch-prices-{request.market}",
       retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=FETCH_TIMEOUT_S)
 def fetch_prices(source: PriceSource, request: PriceRequest) -> PriceBatch:
     with gc_paused():
         return source.fetch_prices(request)
 
 
-@stage(name="store-raw", task_run_name="store-raw-{batch.request.market}", tags=["prices", "write"],
+@stage(name="store-raw", task_run_name="store-raw-{batch.request.market}",
       retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def store_raw(batch: PriceBatch, catalog: Catalog) -> RawRecord:
     with gc_paused():
         return write_raw(batch, catalog)
 
 
-@stage(name="normalize-prices", task_run_name="normalize-prices-{plan.market}", tags=["prices"],
+@stage(name="normalize-prices", task_run_name="normalize-prices-{plan.market}",
       retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def normalize(batch: PriceBatch, plan: MarketPlan, now: datetime) -> NormalizedPrices:
     with gc_paused():
         return r.normalize_market(batch, plan, now)
 
 
-@stage(name="validate-prices", task_run_name="validate-prices-{plan.market}", tags=["prices", "validate"],
+@stage(name="validate-prices", task_run_name="validate-prices-{plan.market}",
       retries=0, timeout_seconds=STAGE_TIMEOUT_S)
 def validate(normalized: NormalizedPrices, plan: MarketPlan, universe: Universe, now: datetime) -> ValidationResult:
     with gc_paused():
         return r.validate_market(normalized, plan, universe, now)
 
 
-@stage(name="write-prices", task_run_name="write-prices-{plan.market}", tags=["prices", "write"],
+@stage(name="write-prices", task_run_name="write-prices-{plan.market}",
       retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def write(
     validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,

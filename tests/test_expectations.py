@@ -182,3 +182,32 @@ def test_the_run_gathers_every_stages_gx_results_from_their_return_values() -> N
     summary.divergence = DeriveReport("divergence", "w", suite_runs=[divergence])
     run = Run(None, None, None, None, summary, None, suite_runs=list(prices))  # type: ignore[arg-type]  # only the results matter here
     assert suite_runs_of(run) == [*prices, fx, news, stock, sector, divergence]
+
+
+def test_gx_keeps_no_batch_after_validating_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX caches each suite's last batch in its execution engine: a 10-year batch held on was hundreds of MB of peak RSS."""
+    import gc
+    import weakref
+
+    import aimoves.validate as validate
+
+    given: list[weakref.ref] = []
+    real = validate._batch_definition
+
+    class Recording:
+        def __init__(self, definition) -> None:  # noqa: ANN001
+            self.definition = definition
+
+        def get_batch(self, batch_parameters: dict):  # noqa: ANN201
+            given.append(weakref.ref(batch_parameters["dataframe"]))
+            return self.definition.get_batch(batch_parameters=batch_parameters)
+
+    def recording(name: str):  # noqa: ANN202
+        definition, suite = real(name)
+        return Recording(definition), suite
+
+    monkeypatch.setattr(validate, "_batch_definition", recording)
+    result = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY)
+    assert len(result.passed) and given
+    gc.collect()
+    assert [ref() is None for ref in given] == [True] * len(given)

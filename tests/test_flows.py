@@ -185,3 +185,16 @@ def test_partial_failure_ends_in_a_state_that_needs_attention(prefect_harness, t
     assert state.is_completed() and state.name == NEEDS_ATTENTION
     assert "US:AMD" in state.message and "2 rows quarantined" in state.message
     assert state.result().markets[0].passed > 0
+
+
+def test_stages_carry_no_tags_so_no_task_run_asks_the_server_for_concurrency_slots() -> None:
+    """Prefect requests a concurrency slot per tag per task run; on SQLite servers a 503 then costs 2 s each (tasks/__init__.py)."""
+    from prefect import Task
+
+    from tasks import derive, prices, stage
+
+    stages = [v for m in (prices, derive) for v in vars(m).values() if isinstance(v, Task)]
+    assert len(stages) >= 9
+    assert {s.name: s.tags for s in stages if s.tags} == {}
+    with pytest.raises(ValueError, match="no tags"):
+        stage(name="x", tags=["fetch"])

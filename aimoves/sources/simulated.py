@@ -92,7 +92,9 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
         after = np.flatnonzero(days >= pd.Timestamp(shock_date))
         shock_idx = int(after[0]) if len(after) else None
 
-    frames = []
+    # Per symbol only numpy arrays; one frame at the end (a frame per symbol was most of a short request's time).
+    columns: dict[str, list[np.ndarray]] = {c: [] for c in ("Open", "High", "Low", "Close", "Volume")}
+    tickers: list[str] = []
     sector_cache: dict[str, np.ndarray] = {}
     for symbol in request.symbols:
         is_index = symbol.startswith("^") or symbol == "000300.SS"
@@ -121,23 +123,25 @@ def simulate_bars(request: PriceRequest, sectors: dict[str, str], seed: int, sho
         high = np.maximum(open_, close) * (1 + np.abs(_rng(seed, "high", symbol).normal(0, 0.008, n)))
         low = np.minimum(open_, close) * (1 - np.abs(_rng(seed, "low", symbol).normal(0, 0.008, n)))
         volume = np.round(_rng(seed, "volume", symbol).lognormal(15, 0.5, n) * (1 + 5 * np.abs(ret))).astype("int64")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "Date": days[keep],
-                    "Ticker": symbol,
-                    "Open": open_[keep].round(4),
-                    "High": high[keep].round(4),
-                    "Low": low[keep].round(4),
-                    "Close": close[keep].round(4),
-                    "Adj Close": close[keep].round(4),
-                    "Volume": volume[keep],
-                }
-            )
-        )
-    if not frames:
+        for name, values in (("Open", open_), ("High", high), ("Low", low), ("Close", close), ("Volume", volume)):
+            columns[name].append(values[keep])
+        tickers.append(symbol)
+    if not tickers:
         return pd.DataFrame(columns=["Date", "Ticker", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
-    return pd.concat(frames, ignore_index=True)
+    per_symbol = int(keep.sum())
+    close_all = np.concatenate(columns["Close"]).round(4)
+    return pd.DataFrame(
+        {
+            "Date": np.tile(days[keep].to_numpy(), len(tickers)),
+            "Ticker": pd.Series(np.repeat(np.array(tickers, dtype=object), per_symbol), dtype="str"),
+            "Open": np.concatenate(columns["Open"]).round(4),
+            "High": np.concatenate(columns["High"]).round(4),
+            "Low": np.concatenate(columns["Low"]).round(4),
+            "Close": close_all,
+            "Adj Close": close_all.copy(),
+            "Volume": np.concatenate(columns["Volume"]),
+        }
+    )
 
 
 # Simulated USD value of one unit: HKD held in its 7.75–7.85 band, CNY drifting around 7.2 per USD.
