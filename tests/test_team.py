@@ -157,9 +157,10 @@ def test_a_worker_killed_mid_backfill_leaves_the_bucket_readable_and_a_rerun_com
     at_kill = _bucket(t, "killed")
     assert len(at_kill["prices"]) and at_kill["sector_moves"].empty, {k: len(v) for k, v in at_kill.items()}
     with t.settings(), get_client(sync_client=True) as client:
-        # How the killed run is left: RUNNING. Nothing reports its death (its worker died with it), and the server's
-        # sweeper of lost runs needs run heartbeats (PREFECT_RUNNER_HEARTBEAT_FREQUENCY) and the zombie-run automation,
-        # neither of which this stack sets up; an operator cancels or deletes such a run by hand.
+        # How the killed run is left: RUNNING. Nothing reports its death (its worker died with it). Its flow-run heartbeats
+        # (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, 180 s by default in Prefect 3.9) stop, but only an automation on their absence
+        # (docs.prefect.io/v3/advanced/detect-zombie-flows) marks it Crashed: none here (and the automations service is
+        # off in this stack). An operator cancels or deletes such a run.
         assert client.read_flow_run(parent.id).state.is_running()
 
     # The same backfill again: the worker left takes it (a lock the killed writer held lapses within its 30 s lease),
