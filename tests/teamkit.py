@@ -48,7 +48,7 @@ def _pg_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def why_no_postgres() -> str | None:
+def why_no_team() -> str | None:
     """None when the team stack can start here, else why not (the skip reason)."""
     if _pg_bin() is None:
         return "PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql"
@@ -294,7 +294,7 @@ def _wait_healthy(team: Team, timeout: float) -> None:
 def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[Team]:
     """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `workers` workers, `prefect deploy --all`,
     moto's S3 on 127.0.0.1 with the bucket aimoves-team, and the Variable aimoves-data-dir (`s3://aimoves-team/team`)."""
-    reason = why_no_postgres()
+    reason = why_no_team()
     if reason:
         pytest.skip(reason)
     with ExitStack() as stack:

@@ -149,7 +149,9 @@ def test_a_worker_killed_mid_backfill_leaves_the_bucket_readable_and_a_rerun_com
     victim = t.workers_of([parent.id])[str(parent.id)]
     assert victim in t.workers, victim
     survivor = next(name for name in t.workers if name != victim)
+    running = [r.name for r in _chunks_of(t, parent.id) if r.state is not None and r.state.is_running()]
     killed = kill_group(t.workers[victim])
+    print(f"\nkilled {victim} (pids {killed}) while these chunk runs were running on the pool: {running}")
     assert killed and not any(alive(pid) for pid in killed), killed  # the flow-run subprocesses died with their worker
     assert t.workers[survivor].poll() is None
 
