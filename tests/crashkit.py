@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow.dataset as ds
+from pyarrow import fs as pafs
 
 from aimoves.planning import plan_backfill
 from aimoves.run import run_prices
@@ -44,15 +45,19 @@ def run_backfill(data_dir: Path, universe: Universe, start: date, end: date, mar
     run_prices("backfill", plans, settings, universe, data_dir)
 
 
-def read_all(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """Every dataset via pyarrow (hive), stamps dropped, sorted; raises if anything is unreadable."""
+def read_all(data_dir: Path | str, filesystem: pafs.FileSystem | None = None) -> dict[str, pd.DataFrame]:
+    """Every dataset via pyarrow (hive), stamps dropped, sorted; raises if anything is unreadable.
+
+    `data_dir` is a path of `filesystem` (local by default; `bucket/prefix` on an S3 filesystem)."""
+    fs = filesystem or pafs.LocalFileSystem()
     out = {}
     for spec in DATASETS:
-        root = data_dir / spec.name
-        if not root.is_dir():
+        root = f"{data_dir}/{spec.name}"
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
             out[spec.name] = pd.DataFrame()
             continue
-        table = ds.dataset(root, format="parquet", partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive")).to_table()
+        table = ds.dataset(root, filesystem=fs, format="parquet",
+                           partitioning=ds.partitioning(spec.partitioning_schema, flavor="hive")).to_table()
         frame = table.to_pandas()
         frame = frame[[c for c in frame.columns if c not in STAMPS]]
         for c in frame.columns:

@@ -8,6 +8,7 @@ semantics; clients see HTTP/1.0 (one connection per request), which boto3 handle
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -32,6 +33,12 @@ class S3Server:
         """The standard AWS settings that point a client at this server."""
         return {**S3_ENV, "AWS_ENDPOINT_URL": self.endpoint}
 
+    def arrow_fs(self):  # noqa: ANN201
+        """pyarrow's S3 filesystem on this server (paths are `bucket/key`)."""
+        from pyarrow import fs
+
+        return fs.S3FileSystem(endpoint_override=self.endpoint, access_key="testing", secret_key="testing", region="us-east-1")
+
     def client(self):  # noqa: ANN201
         import boto3
 
@@ -46,6 +53,7 @@ def s3_server() -> Iterator[S3Server]:
     from werkzeug.serving import make_server
 
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request would bury a failing test's report
     port = free_port()
     server = make_server("127.0.0.1", port, DomainDispatcherApplication(create_backend_app), threaded=False,
                          request_handler=MotoRequestHandler)

@@ -1,10 +1,15 @@
-"""The production shape, started by tests: PostgreSQL, a Prefect server on it, the `aimoves` pool, deployments, two workers.
+"""The production shape, started by tests: PostgreSQL, a Prefect server on it, the `aimoves` pool, deployments, two
+workers, and the datasets on an S3-compatible server (moto's, on 127.0.0.1).
 
 Every part is a process this module started and stops by its process group: SIGTERM, a timeout,
-then SIGKILL (Prefect workers ignore SIGTERM and SIGINT for 30 s+). PostgreSQL's initdb and pg_ctl
+then SIGKILL (Prefect workers ignore SIGTERM and SIGINT for 30 s+). A process worker starts each
+flow run in a session of its own (Prefect 3.9: `start_new_session`), outside the worker's group, so
+a worker's flow-run subprocesses are found through /proc and their groups signalled too. The workers
+get the standard AWS settings of the S3 server; the team's data location, the Prefect Variable
+aimoves-data-dir, is `s3://aimoves-team/team`. PostgreSQL's initdb and pg_ctl
 refuse to run as root, so as root they run as the `postgres` user, in a data dir, socket dir and log
 file that user owns; the server listens on 127.0.0.1 and a free port. Where PostgreSQL or asyncpg
-cannot be had, `team()` skips with the reason.
+or moto cannot be had, `team()` skips with the reason.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from typing import Any
 import pytest
 
 from aimoves.location import VARIABLE
-from s3kit import free_port
+from s3kit import S3Server, free_port, s3_server
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "aimoves"
+BUCKET = "aimoves-team"
 STOP_TIMEOUT_S = 10.0
 
 
@@ -42,7 +48,7 @@ def _pg_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def why_no_postgres() -> str | None:
+def why_no_team() -> str | None:
     """None when the team stack can start here, else why not (the skip reason)."""
     if _pg_bin() is None:
         return "PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql"
@@ -57,6 +63,11 @@ def why_no_postgres() -> str | None:
         import asyncpg  # noqa: F401
     except ImportError:
         return "asyncpg is not installed (pip install -e '.[dev]')"
+    try:
+        import boto3  # noqa: F401
+        import moto.moto_server.werkzeug_app  # noqa: F401
+    except ImportError:
+        return "moto's S3 server or boto3 is not installed (pip install -e '.[dev]')"
     return None
 
 
@@ -65,10 +76,61 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ids of every live descendant of `pid` (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:  # exited while we looked
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(Path(stat).parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(0), [])
+        found += children
+        todo += children
+    return found
+
+
+def alive(pid: int) -> bool:
+    """`pid` runs (a zombie, dead and not yet reaped, does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _kill_groups(pids: list[int]) -> None:
+    """SIGKILL to every process group led by one of `pids` (only groups our own processes lead), and to each of `pids`."""
+    for pid in pids:
+        for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def kill_group(proc: subprocess.Popen[Any]) -> list[int]:
+    """SIGKILL, now: the process group `proc` leads and its descendants with their groups (a worker's flow-run
+    subprocesses lead their own); returns the descendants' ids, each dead when this returns."""
+    children = descendants(proc.pid)
+    _kill_groups([proc.pid, *children])
+    proc.wait(timeout=STOP_TIMEOUT_S)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return children
+
+
 def stop_group(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM to the process group `proc` leads, then SIGKILL after `timeout` seconds."""
+    """SIGTERM to the process group `proc` leads, then SIGKILL after `timeout` seconds; then SIGKILL to whatever of
+    its descendants outlived it (a worker's flow-run subprocesses run in sessions of their own)."""
     if proc.poll() is not None:
         return
+    children = descendants(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=timeout)
@@ -77,10 +139,7 @@ def stop_group(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> 
         proc.wait(timeout=timeout)
     except ProcessLookupError:
         pass
-    try:  # children that outlived their leader (a flow-run subprocess of a worker)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _kill_groups([proc.pid, *children])  # those that outlived their leader
 
 
 @dataclass
@@ -129,10 +188,11 @@ def postgres(tmp: Path) -> Iterator[Postgres]:
 
 @dataclass
 class Team:
-    """A Prefect server on PostgreSQL with the `aimoves` pool, prefect.yaml deployed, and two workers."""
+    """A Prefect server on PostgreSQL with the `aimoves` pool, prefect.yaml deployed, two workers, and an S3 server."""
 
     tmp: Path
     pg: Postgres
+    s3: S3Server
     port: int
     env: dict[str, str]
     clone: Path
@@ -145,9 +205,14 @@ class Team:
         return f"http://127.0.0.1:{self.port}/api"
 
     @property
-    def data(self) -> Path:
+    def data(self) -> str:
         """The team's data location: the Prefect Variable aimoves-data-dir that `team()` sets."""
-        return self.tmp / "data"
+        return self.location("team")
+
+    @staticmethod
+    def location(prefix: str) -> str:
+        """A data location in the team's bucket."""
+        return f"s3://{BUCKET}/{prefix}"
 
     def cli(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`python -m prefect …` (or another module) against this server."""
@@ -228,13 +293,15 @@ def _wait_healthy(team: Team, timeout: float) -> None:
 @contextmanager
 def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[Team]:
     """PostgreSQL, `prefect server start` on it, `prefect work-pool create`, `workers` workers, `prefect deploy --all`,
-    and the Variable aimoves-data-dir (the team's data location, `tmp/data`)."""
-    reason = why_no_postgres()
+    moto's S3 on 127.0.0.1 with the bucket aimoves-team, and the Variable aimoves-data-dir (`s3://aimoves-team/team`)."""
+    reason = why_no_team()
     if reason:
         pytest.skip(reason)
     with ExitStack() as stack:
         started = time.monotonic()
         pg = stack.enter_context(postgres(tmp))
+        s3 = stack.enter_context(s3_server())  # a thread of this process: stopped last, after the workers
+        s3.client().create_bucket(Bucket=BUCKET)
         clone = tmp / "clone"  # a checkout's deployable part: prefect.yaml and flows/ (the package is installed)
         clone.mkdir()
         shutil.copy(REPO / "prefect.yaml", clone)
@@ -256,15 +323,16 @@ def team(tmp: Path, workers: int = 2, server_timeout: float = 180) -> Iterator[T
                 "CLEANUP_RECONCILER")},
             "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+            **s3.env(),  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL: what the workers' runs write with
         }
         env.pop("PREFECT_PROFILES_PATH", None)
         env.pop("AIMOVES_DATA_DIR", None)  # the team's data location is the server's Variable (below)
-        t = Team(tmp, pg, port, env, clone)
-        t.timings["postgres"] = time.monotonic() - started
+        t = Team(tmp, pg, s3, port, env, clone)
+        t.timings["postgres+s3"] = time.monotonic() - started
         t.server = t.spawn("server", "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port))
         stack.callback(lambda: stop_group(t.server))  # type: ignore[arg-type]
         _wait_healthy(t, server_timeout)
-        t.timings["server"] = time.monotonic() - started - t.timings["postgres"]
+        t.timings["server"] = time.monotonic() - started - t.timings["postgres+s3"]
         pool = t.cli("-m", "prefect", "work-pool", "create", POOL, "--type", "process", cwd=clone)
         assert pool.returncode == 0, pool.stdout + pool.stderr
         for i in range(1, workers + 1):  # they start (imports, first poll) while the deployments are made
