@@ -3,8 +3,8 @@
 With `chunk_deployment` (the `backfill-chunk` deployment of prefect.yaml) every chunk is a run on the
 work pool, submitted with `run_deployment` as a subflow of this run, so several workers share one
 backfill and the UI shows the parent with its chunk runs; without it the chunks run here, one after
-the other, as subflows. Stages run in order (prices, FX, stock moves, sector moves), each once every
-chunk of the one before is in. A chunk is retried once by Prefect on its own; when one still fails,
+the other, as subflows. Stages run in order (prices, FX, stock moves, sector moves, then the
+divergence a year at a time in this run), each once every chunk of the one before is in. A chunk is retried once by Prefect on its own; when one still fails,
 the parent fails naming it, and `only=[<chunk names>]` re-runs just those price chunks, then derives.
 News is not fetched here (a news backfill is small: run `backfill` with the same window for it).
 """
@@ -141,4 +141,7 @@ def chunked_backfill(
     failed += _run_stage("sector_moves", c.plan_sector_chunks(start, end), {**common, "blocked": blocked}, parent, chunk_deployment)
     if failed:
         raise ChunksFailed(f"derive chunks failed: {', '.join(failed)}; prices are in, re-run the backfill to derive again")
+    blocked_days = {(m, date.fromisoformat(d)) for m, d in (b.split(" ") for b in blocked)}
+    for year_start, year_end in c.year_windows(start, end):  # a year of stock moves at a time: memory bounded as the chunks' is
+        td.divergence(root, stocks, year_start, year_end, blocked_days, parent, now)
     return {"run_id": parent, "chunks": len(planned), "blocked": blocked}

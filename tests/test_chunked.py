@@ -54,7 +54,7 @@ def test_a_chunked_backfill_writes_what_an_unchunked_one_writes(prefect_harness:
     backfill(**args, data_dir=str(tmp_path / "whole"), news_source="none")
     result = chunked_backfill(**args, data_dir=str(tmp_path / "chunked"), batch_size=2)
     assert result["chunks"] == 6  # US: 2 years x 2 batches, CN: 2 years
-    for name in ("prices", "fx", "stock_moves", "sector_moves"):
+    for name in ("prices", "fx", "stock_moves", "sector_moves", "divergence"):
         whole, chunked = _frame(tmp_path / "whole", name), _frame(tmp_path / "chunked", name)
         assert len(whole) > 0, name
         pd.testing.assert_frame_equal(chunked, whole, check_dtype=False, obj=name)
