@@ -66,7 +66,7 @@ def read_bounded(url_or_path: str, max_bytes: int, deadline_s: float, headers: d
     path = local_path(url_or_path)
     if path is not None:
         return _read_file(path, max_bytes, deadline, deadline_s), None
-    return _read_http(url_or_path, max_bytes, deadline, deadline_s, headers or {})
+    return _read_url(url_or_path, max_bytes, deadline, deadline_s, headers or {})
 
 
 def _kind(mode: int) -> str:
@@ -101,10 +101,10 @@ def _read_file(path: Path, max_bytes: int, deadline: float, deadline_s: float) -
     return b"".join(chunks)
 
 
-def _read_http(url: str, max_bytes: int, deadline: float, deadline_s: float, headers: dict[str, str]) -> tuple[bytes, str | None]:
+def _read_url(url: str, max_bytes: int, deadline: float, deadline_s: float, headers: dict[str, str]) -> tuple[bytes, str | None]:
     """The body of a GET, in a worker thread so that the deadline holds whatever the server does."""
     box: dict = {}
-    worker = threading.Thread(target=_http_worker, args=(url, max_bytes, deadline, deadline_s, headers, box), daemon=True)
+    worker = threading.Thread(target=_url_reader, args=(url, max_bytes, deadline, deadline_s, headers, box), daemon=True)
     worker.start()
     worker.join(max(0.0, deadline - time.monotonic()) + 0.2)
     if worker.is_alive():
@@ -121,7 +121,7 @@ def _read_http(url: str, max_bytes: int, deadline: float, deadline_s: float, hea
     return box["body"], box.get("content_type")
 
 
-def _http_worker(url: str, max_bytes: int, deadline: float, deadline_s: float, headers: dict[str, str], box: dict) -> None:
+def _url_reader(url: str, max_bytes: int, deadline: float, deadline_s: float, headers: dict[str, str], box: dict) -> None:
     import requests  # NOTE: installed with yfinance
 
     try:
