@@ -4,8 +4,8 @@ With `chunk_deployment` (the `backfill-chunk` deployment of prefect.yaml) every 
 work pool, submitted with `run_deployment` as a subflow of this run, so several workers share one
 backfill and the UI shows the parent with its chunk runs; without it the chunks run here, one after
 the other, as subflows. Stages run in order (prices, FX, stock moves, sector moves, then the
-divergence a year at a time in this run), each once every chunk of the one before is in. A chunk is retried once by Prefect on its own; when one still fails,
-the parent fails naming it, and `only=[<chunk names>]` re-runs just those price chunks, then derives.
+divergence a year at a time in this run), each once every chunk of the one before is in. A chunk is
+retried once by Prefect on its own; when one still fails, the parent fails naming it, and `only=[<chunk names>]` re-runs just those price chunks, then derives.
 News is not fetched here (a news backfill is small: run `backfill` with the same window for it).
 """
 
@@ -44,6 +44,11 @@ def _chunk_run_name() -> str:
     return f"{p['stage']}-{chunk.name}"
 
 
+def _blocked_days(blocked: list[str] | None) -> set[tuple[str, date]]:
+    """("US", 2025-01-27) from "US 2025-01-27": the form blocked dates take in chunk parameters."""
+    return {(m, date.fromisoformat(d)) for m, d in (b.split(" ") for b in blocked or [])}
+
+
 def _record(catalog: Catalog, run_id: str) -> dict[str, Any]:
     path = catalog.run_record_path(run_id)
     return json.loads(catalog.read_text(path)) if catalog.fs.exists(path) else {}
@@ -70,8 +75,7 @@ def backfill_chunk(
     elif stage == "stock_moves":
         summary.stock_moves = c.derive_stock_chunk(chunk, window_start, stocks, root, run_id, now)
     elif stage == "sector_moves":
-        parsed = {(m, date.fromisoformat(d)) for m, d in (b.split(" ") for b in blocked or [])}
-        summary.sector_moves = c.derive_sector_chunk(chunk, window_start, markets, stocks, parsed, root, run_id, now)
+        summary.sector_moves = c.derive_sector_chunk(chunk, window_start, markets, stocks, _blocked_days(blocked), root, run_id, now)
     else:
         raise AimovesError(f"unknown chunk stage {stage!r}: expected prices, stock_moves or sector_moves")
     summary.finished_at = datetime.now(UTC).isoformat()
@@ -141,7 +145,6 @@ def chunked_backfill(
     failed += _run_stage("sector_moves", c.plan_sector_chunks(start, end), {**common, "blocked": blocked}, parent, chunk_deployment)
     if failed:
         raise ChunksFailed(f"derive chunks failed: {', '.join(failed)}; prices are in, re-run the backfill to derive again")
-    blocked_days = {(m, date.fromisoformat(d)) for m, d in (b.split(" ") for b in blocked)}
     for year_start, year_end in c.year_windows(start, end):  # a year of stock moves at a time: memory bounded as the chunks' is
-        td.divergence(root, stocks, year_start, year_end, blocked_days, parent, now)
+        td.divergence(root, stocks, year_start, year_end, _blocked_days(blocked), parent, now)
     return {"run_id": parent, "chunks": len(planned), "blocked": blocked}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-
 from aimoves import derive as d
 from aimoves.catalog import Catalog
 from aimoves.fx import update_fx

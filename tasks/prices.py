@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-
 from aimoves import run as r
 from aimoves.catalog import Catalog
 from aimoves.gcpause import gc_paused
