@@ -204,12 +204,13 @@ class Catalog:
             return empty.select(columns) if columns else empty
         return dataset.to_table(filter=where, columns=columns)
 
-    def read_partition(self, spec: DatasetSpec, values: tuple) -> pa.Table | None:
+    def read_partition(self, spec: DatasetSpec, values: tuple, columns: list[str] | None = None) -> pa.Table | None:
+        """One partition file (only `columns` when given); None when it is not stored."""
         path = self.partition_file(spec, values)
         if not self.fs.exists(path):
             return None
         with self.fs.open(path, "rb") as f:
-            return pq.read_table(f)
+            return pq.read_table(f, columns=columns)
 
     def read_frame(self, spec: DatasetSpec, start: object = None, end: object = None, columns: list[str] | None = None,
                    **equals: list[str] | None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ Stage 2, FX for the whole window (two or three currencies: small).
 Stage 3, stock moves: per (market, year, symbol batch), reading only that batch's prices from
 130 calendar days (> 60 sessions) before the year (the trailing-volatility warm-up).
 Stage 4, sector moves: per year, all markets and ALL, from that year's stock moves.
+Then the divergence, in windows of whole months sized to the universe (`divergence_windows`).
 A stage starts once every chunk of the previous stage is in. Peak memory of a process is then
 that of one chunk: (symbols in a batch) x (one year + warm-up) price rows, or one year of one
 universe's stock moves for a sector chunk.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from aimoves.planning import MarketPlan, next_session, plan_backfill
@@ -24,6 +25,9 @@ from aimoves.derive import DeriveReport, DeriveWindow, derive_sector_moves, deri
 from aimoves.universe import Universe
 
 BATCH_SIZE = 1000  # symbols per chunk: ~1000 x 312 sessions ~ 0.3 M price rows in memory
+DIVERGENCE_ROWS = 2_000_000  # stock-move rows one divergence window reads (10,000 symbols x 1 year + look-back peaked at 1.83 GiB)
+LOOKBACK_SESSIONS = 90  # the divergence's 130 calendar days of look-back, in sessions
+SESSIONS_PER_MONTH = 21
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,23 @@ class Chunk:
 def year_windows(start: date, end: date) -> list[tuple[date, date]]:
     """start..end cut at calendar-year boundaries."""
     return [(max(start, date(y, 1, 1)), min(end, date(y, 12, 31))) for y in range(start.year, end.year + 1)]
+
+
+def divergence_windows(start: date, end: date, n_symbols: int) -> list[tuple[date, date]]:
+    """start..end in windows of whole calendar months (a year at most, inside one year) whose stock
+    moves, the 130-day look-back included, stay near DIVERGENCE_ROWS rows: a year up to ~5,000
+    symbols, 5 months at 10,000, a month from ~18,000 on (the look-back alone is then the bound)."""
+    sessions = DIVERGENCE_ROWS / max(n_symbols, 1) - LOOKBACK_SESSIONS
+    months = max(1, min(12, int(sessions // SESSIONS_PER_MONTH)))
+    windows = []
+    for lo, hi in year_windows(start, end):
+        first = lo.month
+        while first <= hi.month:
+            last = min(first + months - 1, hi.month, 12)
+            month_end = (date(lo.year, last + 1, 1) if last < 12 else date(lo.year + 1, 1, 1)) - timedelta(days=1)
+            windows.append((max(lo, date(lo.year, first, 1)), min(hi, month_end)))
+            first = last + 1
+    return windows
 
 
 def symbol_batches(symbols: list[str], size: int) -> list[tuple[str, ...]]:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.compute as pc
 
 from aimoves.catalog import Catalog, as_catalog
 from aimoves.errors import AimovesError
@@ -28,12 +29,12 @@ def latest_stored_date(catalog: Catalog, spec: DatasetSpec, key: str, value: str
     years = [y for (v, y) in _partitions(catalog, spec) if v == value]
     if not years:
         return None
-    table = catalog.read_partition(spec, (value, max(years)))
+    open_only = "market_open" in spec.schema.names  # sector_moves: a closed day is not a fresh session
+    table = catalog.read_partition(spec, (value, max(years)), columns=["date", "market_open"] if open_only else ["date"])
     assert table is not None
-    if "market_open" in table.column_names:  # sector_moves: a closed day is not a fresh session
+    if open_only:
         table = table.filter(table.column("market_open"))
-    dates = table.column("date").to_pylist()
-    return max(dates) if dates else None
+    return pc.max(table.column("date")).as_py()
 
 
 def _partitions(catalog: Catalog, spec: DatasetSpec) -> list[tuple[str, int]]:

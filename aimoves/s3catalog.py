@@ -106,12 +106,12 @@ class S3Catalog(Catalog):
         return path.removeprefix(self.root).lstrip("/")
 
     # -- the seams ---------------------------------------------------------------------------------
-    def read_partition(self, spec: DatasetSpec, values: tuple) -> pa.Table | None:
-        """The partition's file, remembering its ETag so that its publish is conditional on it."""
+    def read_partition(self, spec: DatasetSpec, values: tuple, columns: list[str] | None = None) -> pa.Table | None:
+        """The partition's file (one GET of the object), remembering its ETag so that its publish is conditional on it."""
         path = self.partition_file(spec, values)
         got = self.store.get(self._key(path))
         self._etags[path] = got[1] if got else None
-        return pq.read_table(io.BytesIO(got[0])) if got else None
+        return pq.read_table(io.BytesIO(got[0]), columns=columns) if got else None
 
     def publish(self, target: str, write: Callable[[IO[bytes]], None]) -> None:
         """One PUT of the whole object; conditional on the ETag `read_partition` saw, when it read this file."""

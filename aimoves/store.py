@@ -86,18 +86,19 @@ def _comparable(table: pa.Table, columns: list[str]) -> pd.DataFrame:
 def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, replaced: list[pd.DataFrame] | None = None) -> pa.Table:
     """Upsert `new` into `old` by key; unchanged rows keep their old stamps (`spec.stamps`).
 
-    Old rows that the new ones change are appended to `replaced` (when given).
+    Old rows that the new ones change are appended to `replaced` (when given). Values are compared
+    only for keys in both: a batch of new symbols appended to a large partition (a chunk of a
+    backfill) converts the old partition's key columns, not all of it.
     """
     key = list(spec.key)
     values = [c for c in new.column_names if c not in key and c not in spec.stamps]
-    old_cmp, new_cmp = _comparable(old, key + values), _comparable(new, key + values)
-    old_keys, new_keys = pd.MultiIndex.from_frame(old_cmp[key]), pd.MultiIndex.from_frame(new_cmp[key])
+    old_keys, new_keys = pd.MultiIndex.from_frame(_comparable(old, key)), pd.MultiIndex.from_frame(_comparable(new, key))
     position = old_keys.get_indexer(new_keys)  # the old row of each new key, -1 if none (keys are unique)
     existed = position >= 0
-    same = np.zeros(len(new_cmp), dtype=bool)
+    same = np.zeros(len(new), dtype=bool)
     if existed.any():
-        before = old_cmp.iloc[position[existed]].reset_index(drop=True)
-        after = new_cmp[existed].reset_index(drop=True)
+        before = _comparable(old.take(pa.array(position[existed])), values)
+        after = _comparable(new.filter(pa.array(existed)), values)
         equal = np.ones(len(after), dtype=bool)
         for name in values:
             a, b = before[name], after[name]
@@ -110,7 +111,8 @@ def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, replaced: list[pd.Da
             new = new.set_column(new.schema.get_field_index(stamp), new.schema.field(stamp), kept)
     if replaced is not None and (existed & ~same).any():
         replaced.append(old.take(pa.array(position[existed & ~same])).to_pandas(date_as_object=False))
-    keep_old = ~old_keys.isin(new_keys)
+    keep_old = np.ones(len(old), dtype=bool)
+    keep_old[position[existed]] = False  # keys are unique: each old row is replaced by at most one new row
     merged = pa.concat_tables([old.filter(pa.array(keep_old)), new]) if keep_old.any() else new
     return merged.sort_by([(c, "ascending") for c in spec.sort_by])
 

@@ -24,6 +24,7 @@ from aimoves.catalog import Catalog
 from aimoves.errors import AimovesError
 from aimoves.location import resolve_data_dir
 from aimoves.flows.prices import market as prices_of_market
+from aimoves.gcpause import release_memory
 from aimoves.markets import MARKETS
 from aimoves.run import Run
 from aimoves.runs import RunSummary, new_run_id, write_run_record
@@ -97,6 +98,7 @@ def _run_stage(stage: str, chunks: list[c.Chunk], common: dict[str, Any], parent
             state = backfill_chunk(**p, return_state=True)
             if not state.is_completed():
                 failed.append(k.name)
+            release_memory()  # chunks in this one process: each starts from what the last one freed
     else:
         from prefect.client.orchestration import get_client
         from prefect.deployments import run_deployment
@@ -145,6 +147,7 @@ def chunked_backfill(
     failed += _run_stage("sector_moves", c.plan_sector_chunks(start, end), {**common, "blocked": blocked}, parent, chunk_deployment)
     if failed:
         raise ChunksFailed(f"derive chunks failed: {', '.join(failed)}; prices are in, re-run the backfill to derive again")
-    for year_start, year_end in c.year_windows(start, end):  # a year of stock moves at a time: memory bounded as the chunks' is
-        td.divergence(root, stocks, year_start, year_end, _blocked_days(blocked), parent, now)
+    for lo, hi in c.divergence_windows(start, end, len(stocks.stocks)):  # memory bounded as the chunks' is
+        td.divergence(root, stocks, lo, hi, _blocked_days(blocked), parent, now)
+        release_memory()
     return {"run_id": parent, "chunks": len(planned), "blocked": blocked}

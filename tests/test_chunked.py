@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aimoves.chunks import Chunk, plan_chunks, plan_sector_chunks, symbol_batches, year_windows
+from aimoves.chunks import Chunk, divergence_windows, plan_chunks, plan_sector_chunks, symbol_batches, year_windows
 from aimoves.universe import parse_universe
 from conftest import SMALL_UNIVERSE
 
@@ -29,6 +29,17 @@ def test_a_window_splits_per_market_year_and_symbol_batch() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         symbol_batches(["a"], 0)
     assert Chunk("US", date(2024, 1, 1), date(2024, 12, 31)).name == "US-2024"
+
+
+def test_divergence_windows_shrink_with_the_universe_and_cover_the_window_once() -> None:
+    start, end = date(2023, 3, 15), date(2025, 6, 30)
+    for n_symbols, longest in ((1_000, 366), (10_000, 153), (50_000, 31)):
+        windows = divergence_windows(start, end, n_symbols)
+        assert windows[0][0] == start and windows[-1][1] == end
+        assert all(b[0] - a[1] == pd.Timedelta(days=1) for a, b in zip(windows, windows[1:]))  # no gap, no overlap
+        assert all(lo.year == hi.year for lo, hi in windows)
+        assert max((hi - lo).days + 1 for lo, hi in windows) == longest, n_symbols
+    assert divergence_windows(date(2024, 3, 5), date(2024, 11, 9), 10_000) == [(date(2024, 3, 5), date(2024, 7, 31)), (date(2024, 8, 1), date(2024, 11, 9))]
 
 
 def _frame(data: Path, name: str) -> pd.DataFrame:
