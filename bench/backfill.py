@@ -2,7 +2,7 @@
 """Backfill benchmark: the prices pipeline against a bare pandas+pyarrow floor.
 
     python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR] [--data-dir DIR]
-    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 1000]   (bench/chunked_backfill.py)
+    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 1000] [--moto]   (bench/chunked_backfill.py)
 
 What it measures
 ----------------
@@ -506,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); with --chunked also s3://bucket/prefix (AWS settings from the environment)")
     parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
     parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
+    parser.add_argument("--moto", action="store_true", help="--chunked: write to moto's S3 server on 127.0.0.1, started and stopped here "
+                        "(s3://aimoves-bench/aimoves; needs the dev dependencies)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--_spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -522,7 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         from chunked_backfill import main as chunked_main
 
         markets = [m.strip().upper() for m in (args.markets or ",".join(MARKETS)).split(",") if m.strip()]  # the synthetic universe lists all three
-        return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out)
+        if args.moto and args.data_dir:
+            parser.error("--moto makes its own data dir (s3://aimoves-bench/aimoves): leave out --data-dir")
+        return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out, args.moto)
+    if args.moto:
+        parser.error("--moto goes with --chunked")
     if args.data_dir and args.data_dir.startswith("s3://"):
         parser.error("--data-dir s3://… goes with --chunked (the pipeline/floor comparison reads its output from local files)")
     if args.repeats < 3:

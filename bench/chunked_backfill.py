@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Chunked backfill benchmark: `python bench/backfill.py --symbols N --years Y --chunked [--batch-size B] [--data-dir D]`.
+"""Chunked backfill benchmark: `python bench/backfill.py --symbols N --years Y --chunked [--batch-size B] [--data-dir D | --moto]`.
 
 One fresh child process runs the `chunked-backfill` flow in-process (its chunks as subflows, one
 after the other) on the same synthetic universe and window as bench/backfill.py, against the Prefect
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -57,8 +59,33 @@ def child(spec: dict) -> dict:
             "server_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
 
 
-def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir: str | None, out: Path | None) -> int:
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[str]:
+    """moto's S3 on 127.0.0.1 (tests/s3kit.py: one request at a time, as S3's conditional writes need), the
+    AWS settings in this process's environment (the child inherits them), `bucket` made; yields s3://bucket/aimoves."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from s3kit import s3_server
+
+    with s3_server() as s3:
+        saved = {k: os.environ.get(k) for k in s3.env()}
+        os.environ.update(s3.env())
+        try:
+            s3.client().create_bucket(Bucket=bucket)
+            yield f"s3://{bucket}/aimoves"
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir: str | None, out: Path | None, moto: bool = False) -> int:
     """Run the chunked benchmark once and print its figures."""
+    if moto:
+        with moto_s3("aimoves-bench") as location:
+            print(f"moto's S3 on {os.environ['AWS_ENDPOINT_URL']}, data dir {location}")
+            return main(symbols, years, markets, batch_size, location, out)
     work = out.resolve() if out else Path(tempfile.mkdtemp(prefix="aimoves-bench-chunked-"))
     work.mkdir(parents=True, exist_ok=True)
     remote = bool(data_dir and data_dir.startswith("s3://"))  # an s3:// location: AWS settings from the environment
