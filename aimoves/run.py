@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -30,7 +31,7 @@ from aimoves.sources.base import PriceBatch, PriceSource
 from aimoves.sources.factory import SourceSettings, make_source
 from aimoves.store import WriteResult, upsert
 from aimoves.universe import Universe
-from aimoves.validate import ValidationResult, validate_prices
+from aimoves.validate import MarketPrices, ValidationResult, validate_markets
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,13 @@ def write_prices(frame: pd.DataFrame, data_dir: Catalog) -> WriteResult:
 
 
 def write_market(
-    validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
+    validation: ValidationResult | Exception, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
 ) -> tuple[WriteResult, int, int]:
     """Write passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/.
 
     Returns the write result, the number of quarantined rows and of restated bars."""
+    if isinstance(validation, Exception):  # the market's validation raised (validate_fetched): nothing of it is written
+        raise validation
     quarantine = quarantine_for_write(validation, normalized, batch, plan, run_id, now)
     write_quarantine(quarantine, catalog)
     rows = prices_for_write(validation, plan, now)
@@ -68,10 +71,38 @@ def normalize_market(batch: PriceBatch, plan: MarketPlan, now: datetime) -> Norm
     return normalize_prices(batch, plan.market, latest_settled_session(plan.market, now), exchange_today(plan.market, now))
 
 
-def validate_market(normalized: NormalizedPrices, plan: MarketPlan, universe: Universe, now: datetime) -> ValidationResult:
-    """The prices suite on one market's normalized bars."""
-    extra = tuple(universe.extra_holidays.get(plan.market, ()))  # type: ignore[call-overload]
-    return validate_prices(normalized.prices, plan.market, list(plan.request.symbols), exchange_today(plan.market, now), extra)
+@dataclass
+class Fetched:
+    """One market's bars between its fetch and the validation: fetched, logged raw, normalized."""
+
+    plan: MarketPlan
+    batch: PriceBatch
+    raw: RawRecord | None
+    normalized: NormalizedPrices
+
+
+def validate_fetched(fetched: list[Fetched], universe: Universe, now: datetime) -> dict[str, ValidationResult | Exception]:
+    """The prices suite on every market's normalized bars, in one GX validation (its cost is mostly per
+    call). When that raises, each market alone: one market's batch that breaks GX never costs the
+    others (the market gets its exception, raised again at its write)."""
+    parts = [
+        MarketPrices(f.normalized.prices, f.plan.market, list(f.plan.request.symbols), exchange_today(f.plan.market, now),
+                     tuple(universe.extra_holidays.get(f.plan.market, ())))  # type: ignore[call-overload]
+        for f in fetched
+    ]
+    try:
+        return dict(validate_markets(parts))
+    except Exception:
+        if len(parts) == 1:
+            raise
+        log.warning("validating the markets together failed; validating each alone", exc_info=True)
+    out: dict[str, ValidationResult | Exception] = {}
+    for part in parts:
+        try:
+            out[part.market] = validate_markets([part])[part.market]
+        except Exception as exc:
+            out[part.market] = exc
+    return out
 
 
 # -- a run from start to end -----------------------------------------------------------------------
@@ -97,41 +128,60 @@ def start_run(kind: str, settings: SourceSettings, universe: Universe, catalog: 
     return Run(catalog, universe, settings, make_source(settings, universe, catalog), summary, now)
 
 
-def closed_market(plan: MarketPlan, run: Run) -> MarketReport:
-    return MarketReport(plan.market, run.source.name, f"{plan.write_start}..{plan.write_end}", closed=plan.closed_reason)
+def closed_market(plan: MarketPlan, run: Run) -> None:
+    add_report(MarketReport(plan.market, run.source.name, f"{plan.write_start}..{plan.write_end}", closed=plan.closed_reason), run)
 
 
-def failed_market(plan: MarketPlan, run: Run, exc: Exception) -> MarketReport:
-    """The report of a market whose run raised: one market's failure never stops the others."""
+def failed_market(plan: MarketPlan, run: Run, exc: Exception) -> None:
+    """The report of a market whose stage raised: one market's failure never stops the others."""
     if not isinstance(exc, AimovesError):
-        log.exception("%s failed", plan.market)
+        log.exception("%s failed", plan.market, exc_info=exc)
     error = str(exc) if isinstance(exc, AimovesError) else f"{type(exc).__name__}: {exc}"
-    return MarketReport(plan.market, run.settings.name, f"{plan.write_start}..{plan.write_end}", error=error)
+    add_report(MarketReport(plan.market, run.settings.name, f"{plan.write_start}..{plan.write_end}", error=error), run)
 
 
 def report_market(
-    plan: MarketPlan, run: Run, batch: PriceBatch, normalized: NormalizedPrices, checked: ValidationResult,
-    written: tuple[WriteResult, int, int], raw: RawRecord | None,
+    plan: MarketPlan, run: Run, fetched: Fetched, checked: ValidationResult, written: tuple[WriteResult, int, int],
 ) -> MarketReport:
     """What one market's run did, with its restated bars and the sessions whose batch failed (its GX results kept on the run)."""
     run.suite_runs.extend(checked.suite_runs)
     result, quarantined, restated = written
-    report = market_report(plan, batch, normalized, checked, result, quarantined, raw.path if raw else None)
+    report = market_report(plan, fetched.batch, fetched.normalized, checked, result, quarantined, fetched.raw.path if fetched.raw else None)
     report.restated = restated
     report.blocked_dates = blocked_dates(checked, plan, BLOCK_QUARANTINE_SHARE)
+    return add_report(report, run)
+
+
+def add_report(report: MarketReport, run: Run) -> MarketReport:
+    log_market(report)
+    run.summary.markets.append(report)
     return report
 
 
-def run_markets(plans: list[MarketPlan], run: Run, process: Callable[[MarketPlan, Run], MarketReport]) -> DerivePlan | None:
-    """Each market through `process` (one market's failure never stops the others; the run fails at the
-    end), logged and added to the summary; returns what FX, news and the moves then cover."""
+def open_markets(plans: list[MarketPlan], run: Run) -> list[MarketPlan]:
+    """The plans of the markets that trade; each closed one is reported now."""
     for plan in plans:
+        if plan.closed_reason:
+            closed_market(plan, run)
+    return [p for p in plans if not p.closed_reason]
+
+
+def each_market(items: list, run: Run, step: Callable[..., Any], *args: object) -> list:
+    """`step(item, *args)` for each market's item (its plan, or its fetched bars); a market whose step
+    raises is reported failed and left out of what is returned: one market's failure never stops the others."""
+    out = []
+    for item in items:
         try:
-            report = process(plan, run)
+            out.append(step(item, *args))
         except Exception as exc:
-            report = failed_market(plan, run, exc)
-        log_market(report)
-        run.summary.markets.append(report)
+            failed_market(item if isinstance(item, MarketPlan) else item.plan, run, exc)
+    return out
+
+
+def end_markets(plans: list[MarketPlan], run: Run) -> DerivePlan | None:
+    """The markets' reports in the plans' order; what FX, news and the moves then cover."""
+    order = {p.market: i for i, p in enumerate(plans)}
+    run.summary.markets.sort(key=lambda r: order.get(r.market, len(order)))
     return plan_derive(plans, run.summary.markets)
 
 
@@ -238,16 +288,26 @@ def raise_if_failed(summary: RunSummary) -> RunSummary:
 
 
 # -- the whole run, plain --------------------------------------------------------------------------
-def run_market(plan: MarketPlan, run: Run) -> MarketReport:
-    """One market, plain: fetch → raw → normalize → validate → write."""
-    if plan.closed_reason:
-        return closed_market(plan, run)
+def fetch_market(plan: MarketPlan, run: Run) -> Fetched:
+    """One market, plain: fetch → raw → normalize."""
     batch = run.source.fetch_prices(plan.request)
     raw = write_raw(batch, run.catalog) if run.source.name != "replay" else None
-    normalized = normalize_market(batch, plan, run.now)
-    checked = validate_market(normalized, plan, run.universe, run.now)
-    written = write_market(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now)
-    return report_market(plan, run, batch, normalized, checked, written, raw)
+    return Fetched(plan, batch, raw, normalize_market(batch, plan, run.now))
+
+
+def write_fetched(fetched: Fetched, checked: dict[str, ValidationResult | Exception], run: Run) -> MarketReport:
+    """One market, plain: write → report."""
+    validation = checked[fetched.plan.market]
+    written = write_market(validation, fetched.normalized, fetched.batch, fetched.plan, run.catalog, run.summary.run_id, run.now)
+    return report_market(fetched.plan, run, fetched, validation, written)  # type: ignore[arg-type]
+
+
+def run_markets(plans: list[MarketPlan], run: Run) -> DerivePlan | None:
+    """Every market, plain: fetch → raw → normalize each, one validation of them all, each one's write."""
+    fetched = each_market(open_markets(plans, run), run, fetch_market, run)
+    checked = validate_fetched(fetched, run.universe, run.now) if fetched else {}
+    each_market(fetched, run, write_fetched, checked, run)
+    return end_markets(plans, run)
 
 
 def run_prices(
@@ -256,7 +316,7 @@ def run_prices(
     """The whole run without Prefect (the `backfill`/`daily` flows' stages as plain calls)."""
     catalog = as_catalog(data_dir)
     run = start_run(kind, settings, universe, catalog, now)
-    work = run_markets(plans, run, run_market)
+    work = run_markets(plans, run)
     if work:
         run.summary.fx = guarded("FX update", update_fx, run.source, universe, work.start, work.end, catalog, run.summary.run_id, run.now)
         if settings.news:

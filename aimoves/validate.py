@@ -165,23 +165,23 @@ def _reason(template: str, row: dict) -> str:
 
 
 def split_by_suite(
-    suite: str, frame: pd.DataFrame, base_columns: list[str], parameters: dict | None = None, context: dict | None = None, label: str = ""
-) -> ValidationResult:
+    suite: str, frame: pd.DataFrame, base_columns: list[str], parameters: dict | None = None, context: dict | None = None, label: str = "",
+    by: str | None = None,
+) -> ValidationResult | dict[Any, ValidationResult]:
     """Run `suite` on `frame`; critical failures → quarantined (expectation, reason), warnings → dq_flags.
 
     `frame` holds `base_columns` plus any derived columns the suite checks; results keep only
-    `base_columns` (and `dq_flags` merged with any the frame already has).
+    `base_columns` (and `dq_flags` merged with any the frame already has). With `by` (a column),
+    one result per value of that column, from the one GX validation (its result goes with the first).
     """
     frame = frame.reset_index(drop=True)
     results, suite_run = run_suite(suite, frame, parameters or {}, label)
     critical: dict[int, list[str]] = {}
     reasons: dict[int, list[str]] = {}
     warnings_: dict[int, list[str]] = {}
-    failed: dict[str, int] = {}
     for r in results:  # only failing rows are touched: the per-row work is proportional to the failures
         if r["success"] or not r["rows"]:
             continue
-        failed[r["name"]] = len(r["rows"])
         for i in r["rows"]:
             if r["severity"] == "critical":
                 row = {**(context or {}), **frame.iloc[i].to_dict()}
@@ -198,18 +198,48 @@ def split_by_suite(
     flags = existing.copy() if existing is not None else pd.Series(empty_lists(len(frame)), index=frame.index, dtype=object)
     for i, names in warnings_.items():
         flags.iat[i] = sorted(set(list(flags.iat[i]) + names))
-    if critical:
-        passed = frame.loc[~bad, base].reset_index(drop=True)
-        passed["dq_flags"] = flags[~bad].reset_index(drop=True)
-    else:  # NOTE: no row quarantined: the columns themselves, not a copy of millions of rows (peak memory)
-        passed = frame[base]
-        passed["dq_flags"] = flags
-    order = sorted(critical)
-    quarantined = frame.loc[order, base].reset_index(drop=True)
-    quarantined["dq_flags"] = flags.iloc[order].reset_index(drop=True)
-    quarantined["expectation"] = [",".join(critical[i]) for i in order]
-    quarantined["reason"] = ["; ".join(reasons[i]) for i in order]
-    return ValidationResult(passed, quarantined, failed, suite_runs=[suite_run])
+
+    def split(rows: np.ndarray | None) -> ValidationResult:
+        """The result for the rows `rows` selects (every row when None)."""
+        ok = ~bad if rows is None else ~bad & rows
+        if rows is None and not critical:  # NOTE: nothing quarantined: the columns themselves, not a copy of millions of rows (peak memory)
+            passed = frame[base]
+            passed["dq_flags"] = flags
+        else:
+            passed = frame.loc[ok, base].reset_index(drop=True)
+            passed["dq_flags"] = flags[ok].reset_index(drop=True)
+        order = sorted(i for i in critical if rows is None or rows[i])
+        quarantined = frame.loc[order, base].reset_index(drop=True)
+        quarantined["dq_flags"] = flags.iloc[order].reset_index(drop=True)
+        quarantined["expectation"] = [",".join(critical[i]) for i in order]
+        quarantined["reason"] = ["; ".join(reasons[i]) for i in order]
+        failed: dict[str, int] = {}  # name → rows failing it (an expectation stated per market counts once per row)
+        for r in results:
+            n = len(r["rows"]) if rows is None else int(rows[r["rows"]].sum()) if r["rows"] else 0
+            if not r["success"] and n:
+                failed[r["name"]] = failed.get(r["name"], 0) + n
+        return ValidationResult(passed, quarantined, failed)
+
+    if by is None:
+        result = split(None)
+        result.suite_runs = [suite_run]
+        return result
+    out = {}
+    for value in frame[by].dropna().unique():
+        out[value] = split((frame[by] == value).to_numpy())
+        out[value].suite_runs = [] if len(out) > 1 else [suite_run]
+    return out
+
+
+@dataclass
+class MarketPrices:
+    """One market's normalized bars, and what its checks need."""
+
+    prices: pd.DataFrame
+    market: str
+    symbols: list[str]  # the universe's symbols the run asked for
+    today: date  # the exchange's current date
+    extra_holidays: tuple[date, ...] = ()
 
 
 def validate_prices(
@@ -219,15 +249,43 @@ def validate_prices(
     today: date,
     extra_holidays: tuple[date, ...] = (),
 ) -> ValidationResult:
-    """Split normalized prices into passed rows (with dq_flags) and quarantined rows (with reasons)."""
-    if prices.empty:
-        return ValidationResult(prices.assign(dq_flags=[]), prices.assign(expectation=[], reason=[]), batch_error="no rows to validate: nothing usable was fetched")
-    frame = add_price_checks(prices.reset_index(drop=True), market, today, extra_holidays)
-    # NOTE: GX copies an expectation's value set many times over (50,000 symbols: minutes); the
-    # universe's symbols that occur in the batch decide the same rows.
-    present = sorted(set(universe_symbols).intersection(frame["symbol"].dropna().unique()))
-    return split_by_suite(
-        "prices", frame, list(prices.columns), {"universe_symbols": present, "today": pd.Timestamp(today)},
-        {"calendar": MARKET_INFO[market].calendar},
-        label=f"prices-{market}",
-    )
+    """Split one market's normalized prices into passed rows (with dq_flags) and quarantined rows (with reasons)."""
+    return validate_markets([MarketPrices(prices, market, universe_symbols, today, extra_holidays)])[market]
+
+
+def validate_markets(markets: list[MarketPrices]) -> dict[str, ValidationResult]:
+    """Each market's prices split into passed and quarantined rows, every market in one GX validation.
+
+    NOTE: GX's cost is mostly per call (it builds every expectation's metric graph: ~0.45 s for the
+    prices suite, whatever the rows), so a daily's three markets cost about one call. Every check
+    stays its market's own: the calendar and glitch columns are computed per market, and the suite
+    states the universe and future-date checks per market (a row_condition on `market`, with
+    `symbols_<market>` and `today_<market>`).
+    """
+    out: dict[str, ValidationResult] = {}
+    frames, parameters, calendars = [], {}, {}
+    for m in markets:
+        if m.prices.empty:
+            out[m.market] = ValidationResult(m.prices.assign(dq_flags=[]), m.prices.assign(expectation=[], reason=[]),
+                                             batch_error="no rows to validate: nothing usable was fetched")
+            continue
+        frame = add_price_checks(m.prices.reset_index(drop=True), m.market, m.today, m.extra_holidays)
+        frames.append(frame)
+        # NOTE: GX copies an expectation's value set many times over (50,000 symbols: minutes); the
+        # universe's symbols that occur in the batch decide the same rows.
+        parameters[f"symbols_{m.market}"] = sorted(set(m.symbols).intersection(frame["symbol"].dropna().unique()))
+        parameters[f"today_{m.market}"] = pd.Timestamp(m.today)
+        calendars[m.market] = MARKET_INFO[m.market].calendar
+    if not frames:
+        return out
+    for market in MARKET_INFO:  # the checks of a market with no rows here pass on no rows, but need a value
+        parameters.setdefault(f"symbols_{market}", [])
+        parameters.setdefault(f"today_{market}", parameters[next(k for k in parameters if k.startswith("today_"))])
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    del frames
+    frame["calendar"] = frame["market"].map(calendars)  # for the reasons ("... not a session of XNYS")
+    base = list(markets[0].prices.columns)
+    label = f"prices-{'+'.join(calendars)}"
+    if len(calendars) == 1:  # one market: its result whole (no per-market copy of the rows)
+        return {**out, next(iter(calendars)): split_by_suite("prices", frame, base, parameters, label=label)}
+    return {**out, **split_by_suite("prices", frame, base, parameters, label=label, by="market")}

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backfill import (  # noqa: E402  (the bench folder is not a package)
     GIB,
-    MARKETS,
     MIB,
     TARGET_RSS_GIB,
     _peak_self,

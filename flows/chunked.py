@@ -23,7 +23,7 @@ from aimoves import chunks as c
 from aimoves.catalog import Catalog
 from aimoves.errors import AimovesError
 from aimoves.location import resolve_data_dir
-from aimoves.flows.prices import market as prices_of_market
+from aimoves.flows.prices import markets as markets_of
 from aimoves.gcpause import release_memory
 from aimoves.markets import MARKETS
 from aimoves.run import Run
@@ -68,8 +68,8 @@ def backfill_chunk(
     summary = RunSummary(run_id, f"chunk-{stage}", str(root), now.isoformat())
     if stage == "prices":
         settings = SourceSettings(source, Path(csv_dir) if csv_dir else None, seed, shock_date, inject_defects, None)
-        report = prices_of_market(c.chunk_plan(chunk, stocks), Run(root, stocks, settings, make_source(settings, stocks, root), summary, now))
-        summary.markets.append(report)
+        markets_of([c.chunk_plan(chunk, stocks)], Run(root, stocks, settings, make_source(settings, stocks, root), summary, now))
+        report = summary.markets[0]
         if report.error or (not report.closed and report.passed == 0):
             write_run_record(summary, root)
             raise ChunksFailed(f"{stage} {chunk.name}: {report.error or 'no valid rows fetched'}")

@@ -1,9 +1,9 @@
 """`backfill` and `daily`: the recipe of a prices run, top to bottom, each stage a task (tasks/).
 
-Per market: fetch → raw log → normalize → validate → write; then FX, news, stock moves and sector
-moves over what was written; then the run record and the artifacts the UI shows. The helpers
-between the stages are plain functions of aimoves.run (which also runs the same stages without
-Prefect: `aimoves.run.run_prices`).
+Per market: fetch → raw log → normalize; one validation of every market's bars (GX's cost is per
+call); per market: write. Then FX, news, stock moves and sector moves over what was written; then
+the run record and the artifacts the UI shows. The helpers between the stages are plain functions
+of aimoves.run (which also runs the same stages without Prefect: `aimoves.run.run_prices`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from aimoves import options
 from aimoves.catalog import Catalog
 from aimoves.planning import MarketPlan, latest_settled_session, plan_backfill, plan_daily
 from aimoves.run import (
-    Run, closed_market, guarded, raise_if_failed, record_run, report_market, run_markets, start_run, suite_runs_of, warn_blocked,
+    DerivePlan, Fetched, Run, each_market, end_markets, guarded, open_markets, raise_if_failed, record_run, report_market, start_run,
+    suite_runs_of, warn_blocked,
 )
 from aimoves.runs import MarketReport, RunFailed, RunSummary
 from aimoves.sources.factory import SourceSettings, news_source_for
 from aimoves.tasks import derive as td
 from aimoves.tasks import prices as t
 from aimoves.universe import Universe
+from aimoves.validate import ValidationResult
 
 from .runlogs import library_logs_to_run
 
@@ -34,7 +36,7 @@ __all__ = ["NEEDS_ATTENTION", "RunFailed", "backfill", "daily", "prices"]
 def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, universe: Universe, catalog: Catalog, now: datetime | None = None) -> RunSummary:
     """The recipe: every market's prices, then FX, news and moves over what was written, then the record and artifacts."""
     run = start_run(kind, settings, universe, catalog, now)
-    work = run_markets(plans, run, market)
+    work = markets(plans, run)
     if work:
         s = run.summary
         s.fx = guarded("FX update", td.fx, run.source, universe, work.start, work.end, catalog, s.run_id, run.now)
@@ -50,16 +52,24 @@ def prices(kind: str, plans: list[MarketPlan], settings: SourceSettings, univers
     return raise_if_failed(run.summary)
 
 
-def market(plan: MarketPlan, run: Run) -> MarketReport:
-    """One market: fetch → raw → normalize → validate → write, each a task."""
-    if plan.closed_reason:
-        return closed_market(plan, run)
+def markets(plans: list[MarketPlan], run: Run) -> DerivePlan | None:
+    """Every market: fetch → raw → normalize each, one validation of all their bars, then each one's write."""
+    fetched = each_market(open_markets(plans, run), run, fetch_market, run)
+    checked = t.validate(fetched, run.universe, run.now) if fetched else {}
+    each_market(fetched, run, write_market, checked, run)
+    return end_markets(plans, run)
+
+
+def fetch_market(plan: MarketPlan, run: Run) -> Fetched:
     batch = t.fetch_prices(run.source, plan.request)
     raw = t.store_raw(batch, run.catalog) if run.source.name != "replay" else None
-    normalized = t.normalize(batch, plan, run.now)
-    checked = t.validate(normalized, plan, run.universe, run.now)
-    written = t.write(checked, normalized, batch, plan, run.catalog, run.summary.run_id, run.now)
-    return report_market(plan, run, batch, normalized, checked, written, raw)
+    return Fetched(plan, batch, raw, t.normalize(batch, plan, run.now))
+
+
+def write_market(fetched: Fetched, checked: dict[str, ValidationResult | Exception], run: Run) -> MarketReport:
+    plan, validation = fetched.plan, checked[fetched.plan.market]
+    written = t.write(validation, fetched.normalized, fetched.batch, plan, run.catalog, run.summary.run_id, run.now)
+    return report_market(plan, run, fetched, validation, written)  # type: ignore[arg-type]
 
 
 def publish_run(summary: RunSummary, catalog: Catalog, suite_runs: list) -> None:

@@ -39,17 +39,17 @@ def normalize(batch: PriceBatch, plan: MarketPlan, now: datetime) -> NormalizedP
         return r.normalize_market(batch, plan, now)
 
 
-@stage(name="validate-prices", task_run_name="validate-prices-{plan.market}",
-      retries=0, timeout_seconds=STAGE_TIMEOUT_S)
-def validate(normalized: NormalizedPrices, plan: MarketPlan, universe: Universe, now: datetime) -> ValidationResult:
+@stage(name="validate-prices", retries=0, timeout_seconds=STAGE_TIMEOUT_S)
+def validate(fetched: list[r.Fetched], universe: Universe, now: datetime) -> dict[str, ValidationResult | Exception]:
+    """Every market's bars in one validation (GX's cost is per call); a market whose bars break it gets its exception."""
     with gc_paused():
-        return r.validate_market(normalized, plan, universe, now)
+        return r.validate_fetched(fetched, universe, now)
 
 
 @stage(name="write-prices", task_run_name="write-prices-{plan.market}",
       retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def write(
-    validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
+    validation: ValidationResult | Exception, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
 ) -> tuple[WriteResult, int, int]:
     """Passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/ (idempotent: safe to retry)."""
     with gc_paused():

@@ -6,7 +6,6 @@ divergent for semiconductors and all_ai; a quiet week must not; closed markets a
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import date
 from pathlib import Path

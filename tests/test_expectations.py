@@ -211,3 +211,68 @@ def test_gx_keeps_no_batch_after_validating_it(monkeypatch: pytest.MonkeyPatch) 
     assert len(result.passed) and given
     gc.collect()
     assert [ref() is None for ref in given] == [True] * len(given)
+
+
+def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
+
+
+def test_markets_validated_together_decide_each_row_as_alone() -> None:
+    """One GX call for every market (a daily's three cost about one): each market's rows get exactly the
+    results, reasons and failure counts they get validated alone, the per-market checks included."""
+    from aimoves.validate import MarketPrices, validate_markets
+
+    def broken(market: str, symbols: tuple[str, ...]) -> pd.DataFrame:
+        batch = SimulatedSource({}, inject_defects=True).fetch_prices(PriceRequest(market, symbols, date(2025, 3, 3), date(2025, 4, 30)))
+        frame = normalize_prices(batch, market).prices
+        stray = frame.iloc[[3]].assign(symbol="0700.HK" if market != "HK" else "NVDA")  # another market's symbol in this batch
+        future = frame.iloc[[4]].assign(date=pd.Timestamp("2025-05-02"))  # after this market's today, before the others'
+        return pd.concat([frame, stray, future], ignore_index=True)
+
+    todays = {"US": date(2025, 5, 1), "HK": date(2025, 5, 2), "CN": date(2025, 5, 2)}
+    parts = [MarketPrices(broken("US", ("AMD", "NVDA")), "US", ["AMD", "NVDA"], todays["US"]),
+             MarketPrices(broken("HK", ("0700.HK", "0981.HK")), "HK", ["0700.HK", "0981.HK"], todays["HK"]),
+             MarketPrices(broken("CN", ("688256.SS",)), "CN", ["688256.SS"], todays["CN"])]
+    together = validate_markets(parts)
+    assert sorted(together) == ["CN", "HK", "US"]
+    for part in parts:
+        alone = validate_markets([part])[part.market]
+        both = together[part.market]
+        _frames_equal(both.passed, alone.passed)
+        _frames_equal(both.quarantined, alone.quarantined)
+        assert both.failed_expectations == alone.failed_expectations, part.market
+        assert {"symbol_in_universe", "low_positive"} <= set(alone.failed_expectations), alone.failed_expectations
+        assert ("date_not_in_future" in alone.failed_expectations) == (part.market == "US"), part.market
+    assert [len(together[m].suite_runs) for m in ("US", "HK", "CN")] == [1, 0, 0]  # one GX result, for Data Docs
+    assert together["US"].suite_runs[0].label == "prices-US+HK+CN"
+    reasons = " ".join(together["US"].quarantined["reason"])
+    assert "0700.HK is not in the universe for US" in reasons and "2025-05-02 is after the exchange's current date" in reasons
+
+
+def test_a_market_whose_bars_break_gx_costs_the_others_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    import aimoves.validate as validate
+    from aimoves.planning import plan_backfill
+    from aimoves.run import Fetched, validate_fetched
+    from aimoves.universe import parse_universe
+
+    universe = parse_universe("stocks:\n  - {symbol: NVDA, name: NVIDIA, market: US, sector: semiconductors}\n"
+                              "  - {symbol: 0981.HK, name: SMIC, market: HK, sector: semiconductors}\n", "u")
+    fetched = []
+    for market in ("US", "HK"):
+        plan = plan_backfill(universe, market, date(2025, 3, 3), date(2025, 3, 28))
+        batch = SimulatedSource({}).fetch_prices(plan.request)
+        normalized = normalize_prices(batch, market)
+        fetched.append(Fetched(plan, batch, None, normalized))
+    real = validate.run_suite
+
+    def breaks_on_hk(name: str, frame: pd.DataFrame, *args: object):  # noqa: ANN202  # as GX raises on a batch it cannot check
+        if (frame["market"] == "HK").any():
+            raise RuntimeError("expectation volume_not_negative could not run: '>=' not supported between 'str' and 'int'")
+        return real(name, frame, *args)
+
+    monkeypatch.setattr(validate, "run_suite", breaks_on_hk)
+    checked = validate_fetched(fetched, universe, datetime(2026, 1, 1, tzinfo=UTC))
+    assert len(checked["US"].passed) > 0 and checked["US"].quarantined.empty
+    assert isinstance(checked["HK"], Exception)
