@@ -36,6 +36,21 @@ def run_identifier(run_id: str, run_time: datetime) -> Any:
     return RunIdentifier(run_name=run_id, run_time=run_time)
 
 
+INDEX_LIMIT = 40  # validation results the index page lists, newest first (a daily run adds 4; every result keeps its page)
+
+
+def _limit_index(context: Any) -> None:
+    """List only the newest INDEX_LIMIT results on the index page (every result keeps its own page).
+
+    NOTE: GX's index builder reads and parses every stored validation result to build the index, so
+    without a limit each run's Data Docs cost grows with every run before it: measured here 1.3 s
+    for the first run and 4.5 s for the 80th (4 results each); with a limit of 40, 1.2-2.1 s throughout."""
+    site = dict(context.list_data_docs_sites().get("local_site") or {})
+    index = {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": INDEX_LIMIT}
+    if site and site.get("site_index_builder") != index:
+        context.update_data_docs_site("local_site", {**site, "site_index_builder": index})
+
+
 def build(data_dir: Catalog | Path | str, run_id: str, run_time: datetime, suite_runs: Iterable[Any]) -> str | None:
     """Store the run's suite results and build their Data Docs pages; returns the site's index.html."""
     suite_runs = list(suite_runs)
@@ -46,6 +61,7 @@ def build(data_dir: Catalog | Path | str, run_id: str, run_time: datetime, suite
 
     catalog = as_catalog(data_dir)
     context = gx.get_context(mode="file", project_root_dir=catalog.gx_dir())
+    _limit_index(context)
     run = run_identifier(run_id, run_time)
     keys = []
     for i, s in enumerate(suite_runs):

@@ -276,3 +276,19 @@ def test_a_market_whose_bars_break_gx_costs_the_others_nothing(monkeypatch: pyte
     checked = validate_fetched(fetched, universe, datetime(2026, 1, 1, tzinfo=UTC))
     assert len(checked["US"].passed) > 0 and checked["US"].quarantined.empty
     assert isinstance(checked["HK"], Exception)
+
+
+def test_the_data_docs_index_lists_only_the_newest_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX reads every stored result to build the index: unbounded, a daily run's Data Docs grow slower with every run before it."""
+    from datetime import UTC, datetime, timedelta
+
+    from aimoves import datadocs
+
+    monkeypatch.setattr(datadocs, "INDEX_LIMIT", 2)
+    runs = validate_prices(good_frame(), "US", ["AMD", "NVDA"], TODAY).suite_runs
+    started = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+    for i in range(4):
+        index = datadocs.build(tmp_path, f"20260101T093000Z-run{i}", started + timedelta(days=i), runs)
+    page = Path(index).read_text()
+    assert [f"run{i}" in page for i in range(4)] == [False, False, True, True]
+    assert len(list((Path(index).parent / "validations" / "prices").rglob("*.html"))) == 4  # every run keeps its page
