@@ -47,3 +47,12 @@ def release_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def peak_rss_mib() -> int | None:
+    """This process's peak resident memory so far, in MiB (Linux VmHWM; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:")), None)
+    except OSError:
+        return None

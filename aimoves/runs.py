@@ -98,6 +98,7 @@ class RunSummary:
     sector_moves: object | None = None  # derive.DeriveReport
     divergence: object | None = None  # derive.DeriveReport (backfill and derive only)
     finished_at: str | None = None
+    peak_rss_mib: int | None = None  # chunk runs: the process's peak resident memory (Linux VmHWM) when it wrote its record
 
     @property
     def needs_attention(self) -> bool:

@@ -506,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); with --chunked also s3://bucket/prefix (AWS settings from the environment)")
     parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
     parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
+    parser.add_argument("--slots", type=int, default=0, help="--chunked: run each chunk in a process of its own, this many at a time "
+                        "(a Prefect runner serving backfill-chunk, as a process worker runs them; default 0: every chunk in one process)")
     parser.add_argument("--moto", action="store_true", help="--chunked: write to moto's S3 server on 127.0.0.1, started and stopped here "
                         "(s3://aimoves-bench/aimoves; needs the dev dependencies)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -526,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         markets = [m.strip().upper() for m in (args.markets or ",".join(MARKETS)).split(",") if m.strip()]  # the synthetic universe lists all three
         if args.moto and args.data_dir:
             parser.error("--moto makes its own data dir (s3://aimoves-bench/aimoves): leave out --data-dir")
-        return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out, args.moto)
+        return chunked_main(args.symbols, args.years, markets, args.batch_size, args.data_dir, args.out, args.moto, args.slots)
     if args.moto:
         parser.error("--moto goes with --chunked")
     if args.data_dir and args.data_dir.startswith("s3://"):

@@ -9,8 +9,9 @@ retried once by Prefect on its own; when one still fails, the parent fails namin
 News is not fetched here (a news backfill is small: run `backfill` with the same window for it).
 """
 
-from __future__ import annotations
-
+# NOTE: no `from __future__ import annotations` here: a Prefect runner (`serve`) pickles this module's
+# functions by value for each run's subprocess, and string annotations (`date`) then no longer resolve
+# when Prefect validates the parameters ("Backfill_ChunkModel is not fully defined").
 import json
 import time
 from datetime import UTC, date, datetime
@@ -24,7 +25,7 @@ from aimoves.catalog import Catalog
 from aimoves.errors import AimovesError
 from aimoves.location import resolve_data_dir
 from aimoves.flows.prices import markets as markets_of
-from aimoves.gcpause import release_memory
+from aimoves.gcpause import peak_rss_mib, release_memory
 from aimoves.markets import MARKETS
 from aimoves.run import Run
 from aimoves.runs import RunSummary, new_run_id, write_run_record
@@ -71,6 +72,7 @@ def backfill_chunk(
         markets_of([c.chunk_plan(chunk, stocks)], Run(root, stocks, settings, make_source(settings, stocks, root), summary, now))
         report = summary.markets[0]
         if report.error or (not report.closed and report.passed == 0):
+            summary.peak_rss_mib = peak_rss_mib()
             write_run_record(summary, root)
             raise ChunksFailed(f"{stage} {chunk.name}: {report.error or 'no valid rows fetched'}")
     elif stage == "stock_moves":
@@ -79,7 +81,7 @@ def backfill_chunk(
         summary.sector_moves = c.derive_sector_chunk(chunk, window_start, markets, stocks, _blocked_days(blocked), root, run_id, now)
     else:
         raise AimovesError(f"unknown chunk stage {stage!r}: expected prices, stock_moves or sector_moves")
-    summary.finished_at = datetime.now(UTC).isoformat()
+    summary.finished_at, summary.peak_rss_mib = datetime.now(UTC).isoformat(), peak_rss_mib()
     write_run_record(summary, root)
     return {"chunk": chunk.name, "stage": stage, "run_id": run_id}
 
