@@ -107,7 +107,8 @@ def _row_condition(condition: str, get) -> np.ndarray:
 
     column, op, literal = re.fullmatch(r"\s*(\w+)\s*(==|!=|>=|<=|>|<)\s*(\S+)\s*", condition).groups()
     value = {"True": True, "False": False}.get(literal, None)
-    value = float(literal) if value is None else value
+    if value is None:
+        value = literal[1:-1] if literal[:1] in "\"'" and literal[-1:] == literal[:1] else float(literal)
     ops = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
     return np.asarray(ops[op](get(column), value), bool)
 
@@ -361,6 +362,7 @@ def prices_market(market: str, universe, source, start: date, end: date, data_di
             "one_bar_per_symbol_and_date": np.r_[same, False] | np.r_[False, same],
             "date_not_in_future": col["is_future"],  # the suite compares date with today: same result on day numbers
         }
+        col["market"] = np.full(n, market)  # the suite states the universe and future-date checks per market
         checks = evaluate_suite("prices", col.__getitem__, n, special=special)
         bad = np.any([m for _, sev, _, m in checks if sev == "critical"], axis=0) if n else np.zeros(0, bool)
         in_window = (day >= day_of(plan.request.start)) & (day <= day_of(plan.write_end))  # warm-up rows are written too
