@@ -103,20 +103,23 @@ def _run_stage(stage: str, chunks: list[c.Chunk], common: dict[str, Any], parent
             release_memory()  # chunks in this one process: each starts from what the last one freed
     else:
         from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
         from prefect.deployments import run_deployment
 
         runs = [run_deployment(deployment, parameters=p, timeout=0) for p in params]
         with get_client(sync_client=True) as client:
             pending = {r.id: k for r, k in zip(runs, chunks)}
-            while pending:
-                for run_id, k in list(pending.items()):
-                    run = client.read_flow_run(run_id)
+            while pending:  # one request per 200 pending chunks and poll (the API's page limit), not one per chunk
+                ids = list(pending)
+                pages = [client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + 200])), limit=200)
+                         for i in range(0, len(ids), 200)]
+                for run in (r for page in pages for r in page):
                     if run.state is not None and run.state.is_final():
-                        del pending[run_id]
+                        k = pending.pop(run.id)
                         if not run.state.is_completed():
                             failed.append(k.name)
                 if pending:
-                    time.sleep(0.5)
+                    time.sleep(1.0)
     logger.info("%s: %d chunks, %d failed%s", stage, len(chunks), len(failed), f" ({', '.join(failed)})" if failed else "")
     return failed
 
