@@ -2,7 +2,7 @@
 """Backfill benchmark: the prices pipeline against a bare pandas+pyarrow floor.
 
     python bench/backfill.py --symbols 1000 --years 10 [--repeats 3] [--out DIR] [--data-dir DIR]
-    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 1000] [--moto]   (bench/chunked_backfill.py)
+    python bench/backfill.py --symbols 1000 --years 10 --chunked [--batch-size 2500] [--slots 1] [--moto]   (bench/chunked_backfill.py)
 
 What it measures
 ----------------
@@ -505,9 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also run one extra, untimed pipeline backfill under cProfile and print its top costs")
     parser.add_argument("--data-dir", help="write the runs' data under this folder (default: the work folder); with --chunked also s3://bucket/prefix (AWS settings from the environment)")
     parser.add_argument("--chunked", action="store_true", help="run the chunked backfill instead (bench/chunked_backfill.py): one run, peak RSS per process")
-    parser.add_argument("--batch-size", type=int, default=1000, help="--chunked: symbols per chunk (default 1000)")
-    parser.add_argument("--slots", type=int, default=0, help="--chunked: run each chunk in a process of its own, this many at a time "
-                        "(a Prefect runner serving backfill-chunk, as a process worker runs them; default 0: every chunk in one process)")
+    parser.add_argument("--batch-size", type=int, default=2500, help="--chunked: symbols per chunk (default 2500, as the flow's)")
+    parser.add_argument("--slots", type=int, default=1, help="--chunked: run each chunk in a process of its own, this many at a time "
+                        "(a Prefect runner serving backfill-chunk, as a process worker runs them; default 1; 0: every chunk in this one process)")
     parser.add_argument("--moto", action="store_true", help="--chunked: write to moto's S3 server on 127.0.0.1, started and stopped here "
                         "(s3://aimoves-bench/aimoves; needs the dev dependencies)")
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
