@@ -81,23 +81,26 @@ class Fetched:
     normalized: NormalizedPrices
 
 
+VALIDATE_TOGETHER_ROWS = 1_000_000  # more bars than this (a backfill) are validated market by market: the copy would cost more than the call
+
+
 def validate_fetched(fetched: list[Fetched], universe: Universe, now: datetime) -> dict[str, ValidationResult | Exception]:
     """The prices suite on every market's normalized bars, in one GX validation (its cost is mostly per
-    call). When that raises, each market alone: one market's batch that breaks GX never costs the
-    others (the market gets its exception, raised again at its write)."""
+    call: a daily's three markets cost about one). When that raises, and for a backfill's millions of
+    rows, each market alone: one market's batch that breaks GX never costs the others (the market
+    gets its exception, raised again at its write)."""
     parts = [
         MarketPrices(f.normalized.prices, f.plan.market, list(f.plan.request.symbols), exchange_today(f.plan.market, now),
                      tuple(universe.extra_holidays.get(f.plan.market, ())))  # type: ignore[call-overload]
         for f in fetched
     ]
-    try:
-        return dict(validate_markets(parts))
-    except Exception:
-        if len(parts) == 1:
-            raise
-        log.warning("validating the markets together failed; validating each alone", exc_info=True)
+    if len(parts) > 1 and sum(len(p.prices) for p in parts) <= VALIDATE_TOGETHER_ROWS:
+        try:
+            return dict(validate_markets(parts))
+        except Exception:
+            log.warning("validating the markets together failed; validating each alone", exc_info=True)
     out: dict[str, ValidationResult | Exception] = {}
-    for part in parts:
+    for part in parts:  # one market, a backfill's millions of rows (no concatenated copy), or after a failure together
         try:
             out[part.market] = validate_markets([part])[part.market]
         except Exception as exc:
