@@ -68,15 +68,34 @@ def _gx_context() -> Any:
     return context
 
 
+def for_market(definition: dict, market: str) -> dict:
+    """Suite `definition` for a batch of one market's rows: its checks stated per market (a
+    `row_condition` on `market`) kept for this market without the condition, the others' dropped.
+
+    NOTE: GX (pandas) filters the whole batch for each expectation with a row_condition: six of them
+    on a backfill's 833,000 rows of a market took the prices validation from 7.9 s to 13.8 s."""
+    own = f'market == "{market}"'
+    expectations = []
+    for e in definition["expectations"]:
+        condition = e["kwargs"].get("row_condition", "")
+        if condition.startswith("market =="):
+            if condition != own:
+                continue
+            e = {**e, "kwargs": {k: v for k, v in e["kwargs"].items() if k not in ("row_condition", "condition_parser")}}
+        expectations.append(e)
+    return {**definition, "name": f"{definition['name']}-{market}", "expectations": expectations}
+
+
 @lru_cache(maxsize=None)
-def _batch_definition(name: str) -> Any:
+def _batch_definition(name: str, market: str | None = None) -> Any:
     from great_expectations.core.expectation_suite import ExpectationSuite
 
     context = _gx_context()
-    source = context.data_sources.add_pandas(f"aimoves_{name}")
-    asset = source.add_dataframe_asset(name)
+    key = f"{name}_{market}" if market else name
+    source = context.data_sources.add_pandas(f"aimoves_{key}")
+    asset = source.add_dataframe_asset(key)
     definition = asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add(ExpectationSuite(**suite_definition(name)))
+    suite = context.suites.add(ExpectationSuite(**(for_market(suite_definition(name), market) if market else suite_definition(name))))
     return definition, suite
 
 
@@ -94,9 +113,10 @@ def suite_columns(name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "") -> tuple[list[dict], SuiteRun]:
-    """Run suite `name` on every row of `frame`: one dict per expectation (name, severity, success, rows, meta), and GX's result."""
-    definition, suite = _batch_definition(name)
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict, label: str = "", market: str | None = None) -> tuple[list[dict], SuiteRun]:
+    """Run suite `name` (its `for_market` form when `market` is given) on every row of `frame`: one dict
+    per expectation (name, severity, success, rows, meta), and GX's result."""
+    definition, suite = _batch_definition(name, market)
     # NOTE: GX hashes the whole batch frame to name the batch; the suite's columns alone are enough to
     # check every row, and leave out list columns (dq_flags, news_ids) that are slow to hash.
     batch = definition.get_batch(batch_parameters={"dataframe": frame[[c for c in suite_columns(name) if c in frame]]})
@@ -166,7 +186,7 @@ def _reason(template: str, row: dict) -> str:
 
 def split_by_suite(
     suite: str, frame: pd.DataFrame, base_columns: list[str], parameters: dict | None = None, context: dict | None = None, label: str = "",
-    by: str | None = None,
+    by: str | None = None, market: str | None = None,
 ) -> ValidationResult | dict[Any, ValidationResult]:
     """Run `suite` on `frame`; critical failures → quarantined (expectation, reason), warnings → dq_flags.
 
@@ -175,7 +195,7 @@ def split_by_suite(
     one result per value of that column, from the one GX validation (its result goes with the first).
     """
     frame = frame.reset_index(drop=True)
-    results, suite_run = run_suite(suite, frame, parameters or {}, label)
+    results, suite_run = run_suite(suite, frame, parameters or {}, label, market)
     critical: dict[int, list[str]] = {}
     reasons: dict[int, list[str]] = {}
     warnings_: dict[int, list[str]] = {}
@@ -287,5 +307,6 @@ def validate_markets(markets: list[MarketPrices]) -> dict[str, ValidationResult]
     base = list(markets[0].prices.columns)
     label = f"prices-{'+'.join(calendars)}"
     if len(calendars) == 1:  # one market: its result whole (no per-market copy of the rows)
-        return {**out, next(iter(calendars)): split_by_suite("prices", frame, base, parameters, label=label)}
+        market = next(iter(calendars))
+        return {**out, market: split_by_suite("prices", frame, base, parameters, label=label, market=market)}
     return {**out, **split_by_suite("prices", frame, base, parameters, label=label, by="market")}

@@ -202,8 +202,8 @@ def test_gx_keeps_no_batch_after_validating_it(monkeypatch: pytest.MonkeyPatch) 
             given.append(weakref.ref(batch_parameters["dataframe"]))
             return self.definition.get_batch(batch_parameters=batch_parameters)
 
-    def recording(name: str):  # noqa: ANN202
-        definition, suite = real(name)
+    def recording(name: str, market: str | None = None):  # noqa: ANN202
+        definition, suite = real(name, market)
         return Recording(definition), suite
 
     monkeypatch.setattr(validate, "_batch_definition", recording)
