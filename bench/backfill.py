@@ -258,10 +258,10 @@ def instrument_pipeline() -> dict[str, float]:
 
     original_gx = validate._batch_definition  # cached per suite: GX import, context and suite set-up on first use
 
-    def timed_gx(name):
+    def timed_gx(name, market=None):
         t0 = time.perf_counter()
         try:
-            return original_gx(name)
+            return original_gx(name, market)
         finally:
             seconds["gx_init"] += time.perf_counter() - t0
 
