@@ -50,13 +50,11 @@ def write_prices(frame: pd.DataFrame, data_dir: Catalog) -> WriteResult:
 
 
 def write_market(
-    validation: ValidationResult | Exception, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
+    validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
 ) -> tuple[WriteResult, int, int]:
     """Write passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/.
 
     Returns the write result, the number of quarantined rows and of restated bars."""
-    if isinstance(validation, Exception):  # the market's validation raised (validate_fetched): nothing of it is written
-        raise validation
     quarantine = quarantine_for_write(validation, normalized, batch, plan, run_id, now)
     write_quarantine(quarantine, catalog)
     rows = prices_for_write(validation, plan, now)
@@ -81,6 +79,14 @@ class Fetched:
     normalized: NormalizedPrices
 
 
+def validation_of(checked: dict[str, ValidationResult | Exception], market: str) -> ValidationResult:
+    """The market's validation result; its exception raised when its validation failed (nothing of it is written)."""
+    validation = checked[market]
+    if isinstance(validation, Exception):
+        raise validation
+    return validation
+
+
 VALIDATE_TOGETHER_ROWS = 1_000_000  # more bars than this (a backfill) are validated market by market: the copy would cost more than the call
 
 
@@ -88,7 +94,7 @@ def validate_fetched(fetched: list[Fetched], universe: Universe, now: datetime) 
     """The prices suite on every market's normalized bars, in one GX validation (its cost is mostly per
     call: a daily's three markets cost about one). When that raises, and for a backfill's millions of
     rows, each market alone: one market's batch that breaks GX never costs the others (the market
-    gets its exception, raised again at its write)."""
+    gets its exception, raised again before its write: `validation_of`)."""
     parts = [
         MarketPrices(f.normalized.prices, f.plan.market, list(f.plan.request.symbols), exchange_today(f.plan.market, now),
                      tuple(universe.extra_holidays.get(f.plan.market, ())))  # type: ignore[call-overload]
@@ -300,9 +306,9 @@ def fetch_market(plan: MarketPlan, run: Run) -> Fetched:
 
 def write_fetched(fetched: Fetched, checked: dict[str, ValidationResult | Exception], run: Run) -> MarketReport:
     """One market, plain: write → report."""
-    validation = checked[fetched.plan.market]
+    validation = validation_of(checked, fetched.plan.market)
     written = write_market(validation, fetched.normalized, fetched.batch, fetched.plan, run.catalog, run.summary.run_id, run.now)
-    return report_market(fetched.plan, run, fetched, validation, written)  # type: ignore[arg-type]
+    return report_market(fetched.plan, run, fetched, validation, written)
 
 
 def run_markets(plans: list[MarketPlan], run: Run) -> DerivePlan | None:

@@ -4,7 +4,7 @@ With `chunk_deployment` (the `backfill-chunk` deployment of prefect.yaml) every 
 work pool, submitted with `run_deployment` as a subflow of this run, so several workers share one
 backfill and the UI shows the parent with its chunk runs; without it the chunks run here, one after
 the other, as subflows. Stages run in order (prices, FX, stock moves, sector moves, then the
-divergence a year at a time in this run), each once every chunk of the one before is in. A chunk is
+divergence in windows of whole months, in this run), each once every chunk of the one before is in. A chunk is
 retried once by Prefect on its own; when one still fails, the parent fails naming it, and `only=[<chunk names>]` re-runs just those price chunks, then derives.
 News is not fetched here (a news backfill is small: run `backfill` with the same window for it).
 """
@@ -152,7 +152,8 @@ def chunked_backfill(
     failed += _run_stage("sector_moves", c.plan_sector_chunks(start, end), {**common, "blocked": blocked}, parent, chunk_deployment)
     if failed:
         raise ChunksFailed(f"derive chunks failed: {', '.join(failed)}; prices are in, re-run the backfill to derive again")
+    blocked_days = _blocked_days(blocked)
     for lo, hi in c.divergence_windows(start, end, len(stocks.stocks)):  # memory bounded as the chunks' is
-        td.divergence(root, stocks, lo, hi, _blocked_days(blocked), parent, now)
+        td.divergence(root, stocks, lo, hi, blocked_days, parent, now)
         release_memory()
     return {"run_id": parent, "chunks": len(planned), "blocked": blocked}

@@ -19,7 +19,7 @@ from aimoves.catalog import Catalog
 from aimoves.planning import MarketPlan, latest_settled_session, plan_backfill, plan_daily
 from aimoves.run import (
     DerivePlan, Fetched, Run, each_market, end_markets, guarded, open_markets, raise_if_failed, record_run, report_market, start_run,
-    suite_runs_of, warn_blocked,
+    suite_runs_of, validation_of, warn_blocked,
 )
 from aimoves.runs import MarketReport, RunFailed, RunSummary
 from aimoves.sources.factory import SourceSettings, news_source_for
@@ -67,9 +67,9 @@ def fetch_market(plan: MarketPlan, run: Run) -> Fetched:
 
 
 def write_market(fetched: Fetched, checked: dict[str, ValidationResult | Exception], run: Run) -> MarketReport:
-    plan, validation = fetched.plan, checked[fetched.plan.market]
+    plan, validation = fetched.plan, validation_of(checked, fetched.plan.market)
     written = t.write(validation, fetched.normalized, fetched.batch, plan, run.catalog, run.summary.run_id, run.now)
-    return report_market(plan, run, fetched, validation, written)  # type: ignore[arg-type]
+    return report_market(plan, run, fetched, validation, written)
 
 
 def publish_run(summary: RunSummary, catalog: Catalog, suite_runs: list) -> None:

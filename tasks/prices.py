@@ -49,7 +49,7 @@ def validate(fetched: list[r.Fetched], universe: Universe, now: datetime) -> dic
 @stage(name="write-prices", task_run_name="write-prices-{plan.market}",
       retries=1, retry_delay_seconds=5, retry_jitter_factor=JITTER, retry_condition_fn=transient, timeout_seconds=STAGE_TIMEOUT_S)
 def write(
-    validation: ValidationResult | Exception, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
+    validation: ValidationResult, normalized: NormalizedPrices, batch: PriceBatch, plan: MarketPlan, catalog: Catalog, run_id: str, now: datetime,
 ) -> tuple[WriteResult, int, int]:
     """Passed rows to prices/, quarantined rows to quarantine/prices/, restated bars to _restatements/ (idempotent: safe to retry)."""
     with gc_paused():
