@@ -175,8 +175,7 @@ class Catalog:
             return f.read()
 
     def read_text(self, path: str) -> str:
-        with self.fs.open(path, "r") as f:
-            return f.read()
+        return self.read_bytes(path).decode()
 
     def count_rows(self, spec: DatasetSpec) -> int:
         total = 0

@@ -1,9 +1,13 @@
 """The Catalog on object storage: `s3://bucket/prefix`, the same layout as a local data dir.
 
-Only the Catalog's three seams change (see aimoves/catalog.py):
+Only the Catalog's seams change (see aimoves/catalog.py):
 
 * `fs`: pyarrow's S3 filesystem (`pyarrow.fs.S3FileSystem`, wrapped for fsspec), so every listing
-  and read of the Catalog, pyarrow.dataset included, works unchanged;
+  of the Catalog works unchanged;
+* reads: each file is read whole, in one GET (`read_partition`, `read_table`, `read_bytes`). A file
+  read by ranged GETs (footer, then pages) while a writer replaces it would mix two versions
+  ("Page was smaller than expected"); a local file replaced by rename cannot, as a reader holds the
+  old one open;
 * `publish`: one PUT of the whole object (aimoves/objectstore.py), so a reader sees the old object
   or the new one. A partition read under the lock remembers its ETag, and its publish is a
   conditional PUT on it (`If-Match`, or `If-None-Match: *` for a new one): if another writer got
@@ -35,6 +39,7 @@ from typing import IO
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.arrow import ArrowFSWrapper
 
@@ -112,6 +117,30 @@ class S3Catalog(Catalog):
         got = self.store.get(self._key(path))
         self._etags[path] = got[1] if got else None
         return pq.read_table(io.BytesIO(got[0]), columns=columns) if got else None
+
+    def read_table(self, spec: DatasetSpec, where: ds.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows of a dataset as Arrow, each file the filter keeps read whole in one GET (one version of it, whatever writers do)."""
+        dataset = self.dataset(spec)
+        empty = spec.schema.empty_table()
+        if dataset is None:
+            return empty.select(columns) if columns else empty
+        parquet = ds.ParquetFileFormat()
+        tables = []
+        for listed in dataset.get_fragments(filter=where):
+            got = self.store.get(self._key(listed.path))
+            if got is None:  # removed since it was listed
+                continue
+            fragment = parquet.make_fragment(pa.BufferReader(got[0]), partition_expression=listed.partition_expression)
+            tables.append(fragment.to_table(schema=spec.schema, filter=where, columns=columns))
+        if not tables:
+            return empty.select(columns) if columns else empty
+        return pa.concat_tables(tables)
+
+    def read_bytes(self, path: str) -> bytes:
+        got = self.store.get(self._key(path))
+        if got is None:
+            raise FileNotFoundError(path)
+        return got[0]
 
     def publish(self, target: str, write: Callable[[IO[bytes]], None]) -> None:
         """One PUT of the whole object; conditional on the ETag `read_partition` saw, when it read this file."""
