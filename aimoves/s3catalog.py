@@ -4,7 +4,7 @@ Only the Catalog's seams change (see aimoves/catalog.py):
 
 * `fs`: pyarrow's S3 filesystem (`pyarrow.fs.S3FileSystem`, wrapped for fsspec), so every listing
   of the Catalog works unchanged;
-* reads: each file is read whole, in one GET (`read_partition`, `read_table`, `read_bytes`). A file
+* reads: each file is read whole, in one GET (`read_partition`, `read_table`, `read_bytes`, `count_rows`). A file
   read by ranged GETs (footer, then pages) while a writer replaces it would mix two versions
   ("Page was smaller than expected"); a local file replaced by rename cannot, as a reader holds the
   old one open;
@@ -135,6 +135,9 @@ class S3Catalog(Catalog):
         if not tables:
             return empty.select(columns) if columns else empty
         return pa.concat_tables(tables)
+
+    def count_rows(self, spec: DatasetSpec) -> int:
+        return sum(pq.ParquetFile(pa.BufferReader(self.read_bytes(path))).metadata.num_rows for path in self.dataset_files(spec))
 
     def read_bytes(self, path: str) -> bytes:
         got = self.store.get(self._key(path))

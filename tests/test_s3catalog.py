@@ -57,7 +57,7 @@ def test_a_backfill_to_s3_reads_back_as_a_local_one(prefect_harness: None, s3_en
                                                     small_universe_file: Path) -> None:
     from aimoves.catalog import Catalog
     from aimoves.flows.prices import backfill
-    from aimoves.schema import ALL_DATASETS
+    from aimoves.schema import ALL_DATASETS, QUARANTINE_PRICES
 
     url = f"s3://{BUCKET}/e2e"
     args = {"start": date(2025, 1, 20), "end": date(2025, 2, 7), "markets": ["US", "HK", "CN"], "source": "simulated",
@@ -72,6 +72,7 @@ def test_a_backfill_to_s3_reads_back_as_a_local_one(prefect_harness: None, s3_en
         pd.testing.assert_frame_equal(_comparable(remote.read_frame(spec)), _comparable(local.read_frame(spec)), obj=spec.name)
         compared.append(spec.name)
     assert {"prices", "fx", "stock_moves", "sector_moves", "news", "quarantine/prices"} <= set(compared), compared
+    assert remote.count_rows(QUARANTINE_PRICES) == local.count_rows(QUARANTINE_PRICES) > 0
     assert [p.rsplit("/", 1)[1] for p in remote.run_records()] == [f"{s3_summary.run_id}.json"]
     keys = {o["Key"] for o in s3_env.client().list_objects_v2(Bucket=BUCKET, Prefix="e2e/")["Contents"]}
     assert any(k.startswith("e2e/raw/prices/simulated/") and k.endswith("/manifest.json") for k in keys)
