@@ -298,9 +298,9 @@ def validate_markets(markets: list[MarketPrices]) -> dict[str, ValidationResult]
         calendars[m.market] = MARKET_INFO[m.market].calendar
     if not frames:
         return out
-    for market in MARKET_INFO:  # the checks of a market with no rows here pass on no rows, but need a value
+    for market in MARKET_INFO:  # a market with no rows here: its checks pass on no rows, but need values
         parameters.setdefault(f"symbols_{market}", [])
-        parameters.setdefault(f"today_{market}", parameters[next(k for k in parameters if k.startswith("today_"))])
+        parameters.setdefault(f"today_{market}", pd.Timestamp(markets[0].today))
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     del frames
     base = list(markets[0].prices.columns)
