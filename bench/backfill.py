@@ -62,6 +62,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -380,6 +381,28 @@ def bench_env(work: Path) -> dict:
     return env
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends this process as Ctrl-C does: its `finally` blocks run, so the Prefect server, the
+    chunk runner, moto and the children it started are stopped, not left behind."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def call_child(cmd: list[str], env: dict, log) -> int:  # noqa: ANN001
+    """Run a benchmark child to its end. If this process is stopped meanwhile, the child gets SIGTERM
+    first (to stop what it started) and SIGKILL only if it has not ended 60 s later."""
+    child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def run_child(kind: str, spec: dict, work: Path, env: dict, tag: str) -> dict:
     spec_path = work / "logs" / f"{tag}.spec.json"
     result_path = work / "logs" / f"{tag}.result.json"
@@ -388,8 +411,7 @@ def run_child(kind: str, spec: dict, work: Path, env: dict, tag: str) -> dict:
     spec_path.write_text(json.dumps({**spec, "result": str(result_path)}))
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        rc = subprocess.call([sys.executable, os.path.abspath(__file__), "--_child", kind, "--_spec", str(spec_path)],
-                             env=env, stdout=log, stderr=subprocess.STDOUT)
+        rc = call_child([sys.executable, os.path.abspath(__file__), "--_child", kind, "--_spec", str(spec_path)], env, log)
     if rc != 0 or not result_path.exists():
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
         raise SystemExit(f"benchmark child {tag} failed (exit {rc}); last lines of {log_path}:\n{tail}")
@@ -513,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--_child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--_spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    stop_on_sigterm()
 
     if args._child:
         spec = json.loads(Path(args._spec).read_text())

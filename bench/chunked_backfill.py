@@ -34,8 +34,10 @@ from backfill import (  # noqa: E402  (the bench folder is not a package)
     _prefect_session,
     _rss_now,
     bench_env,
+    call_child,
     git_revision,
     progress,
+    stop_on_sigterm,
     universe_yaml,
     window,
 )
@@ -156,8 +158,7 @@ def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir
         progress(f"chunked backfill of {symbols} symbols x {years} years ({start}..{end}), batches of {batch_size}, {where}; log: {log}")
         t0 = time.perf_counter()
         with open(log, "w") as f:
-            rc = subprocess.call([sys.executable, os.path.abspath(__file__), str(work / "chunked.spec.json")], env=bench_env(work),
-                                 stdout=f, stderr=subprocess.STDOUT)
+            rc = call_child([sys.executable, os.path.abspath(__file__), str(work / "chunked.spec.json")], bench_env(work), f)
         if rc != 0:
             raise SystemExit(f"chunked child failed (exit {rc}); last lines of {log}:\n{''.join(log.read_text().splitlines(True)[-40:])}")
         res = json.loads(Path(spec["result"]).read_text())
@@ -193,5 +194,6 @@ def main(symbols: int, years: int, markets: list[str], batch_size: int, data_dir
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     spec = json.loads(Path(sys.argv[1]).read_text())
     Path(spec["result"]).write_text(json.dumps(child(spec)))
