@@ -310,18 +310,28 @@ class PrefectServer:
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt until Prefect's runner installs its own graceful SIGTERM handler."""
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt until Prefect's runner installs its own
+    handlers, and are remembered (the list yielded): library code that catches BaseException can
+    swallow the KeyboardInterrupt (seen under load: a Ctrl-C during start-up was lost and the server
+    kept serving), so `serve` checks the list between its steps."""
+    received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        yield received
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _stop_if(received: list[int]) -> None:
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
 
 
 def serve(
@@ -347,14 +357,16 @@ def serve(
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ["PREFECT_UI_API_URL"] = server.api_url
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with _terminate_as_interrupt():
+    with _terminate_as_interrupt() as received:
         started = time.monotonic()
         server.start()
         assert server.process is not None
         try:
             say(f"Starting the Prefect server (pid {server.process.pid}, log {server.log_path}) …")
             deployments = build_deployments(specs, path.parent, overrides)  # imports while the server boots
+            _stop_if(received)
             server.wait_healthy(timeout)
+            _stop_if(received)
             say(f"Prefect server healthy after {time.monotonic() - started:.1f} s. UI: {server.ui_url}")
             for spec, dep in zip(specs, deployments):
                 shown = {k: dep.parameters[k] for k in ("markets", "source", "data_dir") if k in dep.parameters}

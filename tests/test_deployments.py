@@ -381,6 +381,48 @@ def test_ctrl_c_while_the_server_starts_leaves_nothing_running(tmp_path: Path) -
     assert "Prefect server stopped" in out
 
 
+
+def test_a_ctrl_c_swallowed_by_library_code_during_start_up_still_stops_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load a Ctrl-C landed in code that catches BaseException and was lost: the server came up
+    and kept serving. The signal is remembered and acted on between serve's steps."""
+    from aimoves import serve as serving
+
+    class FakeServer:
+        def __init__(self, host: str, port: int, log_path: Path) -> None:
+            self.api_url, self.ui_url, self.log_path = f"http://{host}:{port}/api", f"http://{host}:{port}", log_path
+            self.process, self.calls = None, []
+
+        def start(self) -> None:
+            self.process = subprocess.Popen([sys.executable, "-c", "pass"])
+            self.calls.append("start")
+
+        def wait_healthy(self, timeout: float) -> float:
+            self.calls.append("wait_healthy")
+            return 0.0
+
+        def stop(self) -> int:
+            self.calls.append("stop")
+            return 0
+
+    servers: list[FakeServer] = []
+    monkeypatch.setattr(serving, "PrefectServer", lambda *a: servers.append(FakeServer(*a)) or servers[-1])
+
+    def build_deployments_swallowing_ctrl_c(*args: Any) -> list:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except BaseException:  # noqa: BLE001, S110  as some library code does
+            pass
+        return []
+
+    monkeypatch.setattr(serving, "build_deployments", build_deployments_swallowing_ctrl_c)
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        serving.serve(port=1, prefect_yaml=REPO / "prefect.yaml", say=said.append)
+    assert servers[0].calls == ["start", "stop"], servers[0].calls
+    assert said[-1] == "Prefect server stopped (exit code 0)."
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
 # --- automations ----------------------------------------------------------------------------------
 
 
