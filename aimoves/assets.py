@@ -112,19 +112,23 @@ def divergence_alerts(data_dir: Path, start: object, end: object) -> list[dict[s
     rows = rows[rows["divergent"].astype("boolean").fillna(False).astype(bool)] if len(rows) else rows
     if rows.empty:
         return []
-    moves = read_frame(STOCK_MOVES, data_dir, rows["date"].min(), rows["date"].max(), columns=["date", "symbol", "news_ids"])
     news = load_news(data_dir, rows["date"].min() - pd.Timedelta(days=7), rows["date"].max() + pd.Timedelta(days=2)) if (Path(data_dir) / "news").is_dir() else pd.DataFrame()
     titles = news.drop_duplicates("id").set_index("id") if len(news) else pd.DataFrame()
+    # The news ids of the top movers named on divergent dates only (not every stock's moves of the window).
+    named = sorted({s for s in pd.concat([rows["us_top_symbol"], rows["china_top_symbol"]]) if isinstance(s, str)})
+    news_ids: dict[tuple[pd.Timestamp, str], Any] = {}
+    if len(titles) and named:
+        moves = read_frame(STOCK_MOVES, data_dir, rows["date"].min(), rows["date"].max(), columns=["date", "symbol", "news_ids"], symbol=named)
+        news_ids = {(d, s): ids for d, s, ids in moves.itertuples(index=False) if ids is not None}
     alerts = []
     for day, g in rows.groupby("date", sort=True):
         g = g.assign(_abs=g["zscore"].abs()).sort_values("_abs", ascending=False)
         lead = g[g["sector"] == "all_ai"].iloc[0] if (g["sector"] == "all_ai").any() else g.iloc[0]
         symbols = list(dict.fromkeys(s for r in g.itertuples() for s in (r.us_top_symbol, r.china_top_symbol) if isinstance(s, str)))
         headlines = []
-        today = moves[moves["date"] == day].set_index("symbol")["news_ids"] if len(moves) else pd.Series(dtype=object)
         for symbol in symbols:
-            for i in (list(today.get(symbol, [])) if symbol in today.index else []):
-                if len(titles) and i in titles.index and len(headlines) < MAX_HEADLINES:
+            for i in news_ids.get((day, symbol), []):
+                if i in titles.index and len(headlines) < MAX_HEADLINES:
                     item = titles.loc[i]
                     headlines.append({"symbol": symbol, "title": str(item["title"]), "url": item.get("url") if isinstance(item.get("url"), str) else None,
                                       "publisher": str(item.get("publisher") or "")})
