@@ -416,12 +416,13 @@ def test_a_ctrl_c_swallowed_by_library_code_during_start_up_still_stops_serve(mo
         return []
 
     monkeypatch.setattr(serving, "build_deployments", build_deployments_swallowing_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler; SIG_IGN in an xdist worker
     said: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         serving.serve(port=1, prefect_yaml=REPO / "prefect.yaml", say=said.append)
     assert servers[0].calls == ["start", "stop"], servers[0].calls
     assert said[-1] == "Prefect server stopped (exit code 0)."
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 # --- automations ----------------------------------------------------------------------------------
 
