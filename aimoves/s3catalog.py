@@ -120,21 +120,16 @@ class S3Catalog(Catalog):
 
     def read_table(self, spec: DatasetSpec, where: ds.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
         """Rows of a dataset as Arrow, each file the filter keeps read whole in one GET (one version of it, whatever writers do)."""
-        dataset = self.dataset(spec)
-        empty = spec.schema.empty_table()
-        if dataset is None:
-            return empty.select(columns) if columns else empty
-        parquet = ds.ParquetFileFormat()
-        tables = []
-        for listed in dataset.get_fragments(filter=where):
+        dataset, parquet, tables = self.dataset(spec), ds.ParquetFileFormat(), []
+        for listed in dataset.get_fragments(filter=where) if dataset is not None else ():
             got = self.store.get(self._key(listed.path))
-            if got is None:  # removed since it was listed
-                continue
-            fragment = parquet.make_fragment(pa.BufferReader(got[0]), partition_expression=listed.partition_expression)
-            tables.append(fragment.to_table(schema=spec.schema, filter=where, columns=columns))
-        if not tables:
-            return empty.select(columns) if columns else empty
-        return pa.concat_tables(tables)
+            if got is not None:  # None: removed since it was listed
+                fragment = parquet.make_fragment(pa.BufferReader(got[0]), partition_expression=listed.partition_expression)
+                tables.append(fragment.to_table(schema=spec.schema, filter=where, columns=columns))
+        if tables:
+            return pa.concat_tables(tables)
+        empty = spec.schema.empty_table()
+        return empty.select(columns) if columns else empty
 
     def count_rows(self, spec: DatasetSpec) -> int:
         return sum(pq.ParquetFile(pa.BufferReader(self.read_bytes(path))).metadata.num_rows for path in self.dataset_files(spec))
